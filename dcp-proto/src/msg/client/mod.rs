@@ -1,0 +1,3 @@
+//! Non-DCP commands a DCP client needs around the stream: HELLO, SASL,
+//! SELECT_BUCKET, GET_ERROR_MAP, GET_CLUSTER_CONFIG, GET_ALL_VB_SEQNOS, STAT,
+//! GET_FAILOVER_LOG.

@@ -1,0 +1,7 @@
+//! DCP messages: what a consumer sends (open, controls, stream requests,
+//! acks) and what a producer streams back (markers, mutations, deletions,
+//! system events, ...).
+
+mod mutation;
+
+pub use mutation::{MUTATION_EXTRAS_LEN, Mutation};
