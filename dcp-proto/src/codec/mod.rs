@@ -12,6 +12,7 @@ mod frame;
 pub mod frame_info;
 mod header;
 mod opcode;
+pub(crate) use opcode::code_enum;
 mod status;
 
 pub use datatype::Datatype;

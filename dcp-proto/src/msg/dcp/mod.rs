@@ -2,6 +2,8 @@
 //! acks) and what a producer streams back (markers, mutations, deletions,
 //! system events, ...).
 
+// -- producer → consumer stream messages --
 mod mutation;
-
 pub use mutation::{MUTATION_EXTRAS_LEN, Mutation};
+
+// -- consumer → producer requests, and their responses --
