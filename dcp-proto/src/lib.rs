@@ -54,3 +54,8 @@
 
 pub mod codec;
 pub mod msg;
+
+/// Compiles the README's examples as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

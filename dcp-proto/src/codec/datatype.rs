@@ -75,7 +75,12 @@ impl fmt::Display for Datatype {
             }
         }
         if !self.is_valid() {
-            write!(f, "{}unknown({:#04x})", if first { "" } else { "," }, self.0 & !0x07)?;
+            write!(
+                f,
+                "{}unknown({:#04x})",
+                if first { "" } else { "," },
+                self.0 & !0x07
+            )?;
         }
         Ok(())
     }

@@ -143,7 +143,10 @@ mod tests {
         let err = decoder.decode(&mut buf).unwrap_err();
         assert!(matches!(
             err.kind,
-            DecodeErrorKind::FrameTooLarge { frame_len: 4_294_967_319, max: 100 }
+            DecodeErrorKind::FrameTooLarge {
+                frame_len: 4_294_967_319,
+                max: 100
+            }
         ));
         assert!(buf.capacity() < 1024, "nothing reserved for the huge frame");
         // sticky

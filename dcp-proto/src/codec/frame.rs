@@ -382,11 +382,17 @@ mod tests {
             .unwrap();
         let bytes = buf.freeze();
         let short = Frame::parse(bytes.slice(..25)).unwrap_err();
-        assert!(matches!(short.kind, DecodeErrorKind::Truncated { needed: 26, .. }));
+        assert!(matches!(
+            short.kind,
+            DecodeErrorKind::Truncated { needed: 26, .. }
+        ));
         let mut long = bytes.to_vec();
         long.push(0);
         let long = Frame::parse(Bytes::from(long)).unwrap_err();
-        assert!(matches!(long.kind, DecodeErrorKind::TrailingBytes { extra: 1, .. }));
+        assert!(matches!(
+            long.kind,
+            DecodeErrorKind::TrailingBytes { extra: 1, .. }
+        ));
     }
 
     #[test]

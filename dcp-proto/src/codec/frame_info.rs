@@ -344,7 +344,14 @@ mod tests {
 
     #[test]
     fn encode_round_trips_escapes() {
-        for (id, len) in [(0u16, 0usize), (2, 2), (14, 14), (15, 15), (16, 200), (270, 270)] {
+        for (id, len) in [
+            (0u16, 0usize),
+            (2, 2),
+            (14, 14),
+            (15, 15),
+            (16, 200),
+            (270, 270),
+        ] {
             let data = vec![0xab; len];
             let mut buf = Vec::new();
             put_frame_info(&mut buf, id, &data).unwrap();
@@ -355,15 +362,26 @@ mod tests {
 
     #[test]
     fn overruns_are_errors() {
-        for section in [&[0x23, 0, 1][..], &[0xf0][..], &[0x0f][..], &[0x2f, 10, 1][..]] {
+        for section in [
+            &[0x23, 0, 1][..],
+            &[0xf0][..],
+            &[0x0f][..],
+            &[0x2f, 10, 1][..],
+        ] {
             let err = collect(section).unwrap_err();
-            assert!(matches!(err.kind, DecodeErrorKind::FrameInfoOverrun { .. }), "{section:?}");
+            assert!(
+                matches!(err.kind, DecodeErrorKind::FrameInfoOverrun { .. }),
+                "{section:?}"
+            );
         }
     }
 
     #[test]
     fn stream_id_lookup() {
-        assert_eq!(find_stream_id(&[0x22, 1, 2], 24, None).unwrap(), Some(0x102));
+        assert_eq!(
+            find_stream_id(&[0x22, 1, 2], 24, None).unwrap(),
+            Some(0x102)
+        );
         assert_eq!(find_stream_id(&[0x00], 24, None).unwrap(), None);
         assert!(find_stream_id(&[0x22, 0, 0], 24, None).is_err());
         assert!(find_stream_id(&[0x21, 0], 24, None).is_err());

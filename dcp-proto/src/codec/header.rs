@@ -142,8 +142,32 @@ impl Header {
                 buf.len(),
             ));
         };
-        let [magic, opcode, b2, b3, extras_len, datatype, v0, v1, l0, l1, l2, l3, o0, o1, o2, o3, c0, c1, c2, c3, c4, c5, c6, c7] =
-            *bytes;
+        let [
+            magic,
+            opcode,
+            b2,
+            b3,
+            extras_len,
+            datatype,
+            v0,
+            v1,
+            l0,
+            l1,
+            l2,
+            l3,
+            o0,
+            o1,
+            o2,
+            o3,
+            c0,
+            c1,
+            c2,
+            c3,
+            c4,
+            c5,
+            c6,
+            c7,
+        ] = *bytes;
         let magic = Magic::from_u8(magic)
             .ok_or_else(|| DecodeError::new(DecodeErrorKind::InvalidMagic(magic), None, 0))?;
         let opcode = Opcode::from_raw(opcode);
@@ -184,7 +208,7 @@ impl Header {
     /// Writes the header's 24 bytes.
     ///
     /// The caller guarantees that `key_len` fits the framing (255 with
-    /// flexible framing); [`crate::codec::FrameBuilder`] checks that.
+    /// flexible framing); [`FrameHead`](crate::codec::FrameHead) checks that.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let (b2, b3) = if self.magic.is_flexible() {
             (self.framing_extras_len, self.key_len.to_be_bytes()[1])
@@ -273,7 +297,13 @@ mod tests {
         let err = Header::decode(&bytes).unwrap_err();
         assert_eq!(err.kind, DecodeErrorKind::InvalidMagic(0x42));
         let err = Header::decode(&bytes[..10]).unwrap_err();
-        assert!(matches!(err.kind, DecodeErrorKind::Truncated { needed: 24, available: 10 }));
+        assert!(matches!(
+            err.kind,
+            DecodeErrorKind::Truncated {
+                needed: 24,
+                available: 10
+            }
+        ));
     }
 
     #[test]
@@ -303,6 +333,9 @@ mod tests {
         bytes[0] = 0x80;
         bytes[4] = 4; // extras 4, body 0
         let err = Header::decode(&bytes).unwrap_err();
-        assert!(matches!(err.kind, DecodeErrorKind::SectionsExceedBody { .. }));
+        assert!(matches!(
+            err.kind,
+            DecodeErrorKind::SectionsExceedBody { .. }
+        ));
     }
 }

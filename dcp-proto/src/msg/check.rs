@@ -54,15 +54,19 @@ pub(crate) fn extras<'f, const N: usize>(
     frame: &'f Frame,
     expected: &'static str,
 ) -> Result<&'f [u8; N], DecodeError> {
-    frame.extras().first_chunk::<N>().filter(|_| frame.extras().len() == N).ok_or_else(|| {
-        frame.error(
-            DecodeErrorKind::ExtrasLength {
-                expected,
-                got: frame.header().extras_len,
-            },
-            4,
-        )
-    })
+    frame
+        .extras()
+        .first_chunk::<N>()
+        .filter(|_| frame.extras().len() == N)
+        .ok_or_else(|| {
+            frame.error(
+                DecodeErrorKind::ExtrasLength {
+                    expected,
+                    got: frame.header().extras_len,
+                },
+                4,
+            )
+        })
 }
 
 /// The frame must have no extras.
@@ -103,7 +107,10 @@ pub(crate) fn no_value(frame: &Frame) -> Result<(), DecodeError> {
 /// The frame must have a non-empty value.
 pub(crate) fn some_value(frame: &Frame) -> Result<(), DecodeError> {
     match frame.header().value_len() {
-        0 => Err(frame.error(DecodeErrorKind::ValueRequired, frame.header().value_offset())),
+        0 => Err(frame.error(
+            DecodeErrorKind::ValueRequired,
+            frame.header().value_offset(),
+        )),
         _ => Ok(()),
     }
 }
@@ -175,4 +182,22 @@ pub(crate) fn be_u16(bytes: &[u8], at: usize) -> u16 {
 /// The DCP stream id of a stream message, if any, with framing errors typed.
 pub(crate) fn stream_id(frame: &Frame) -> Result<Option<u16>, DecodeError> {
     frame.stream_id()
+}
+
+/// The frame must not carry a DCP stream id (messages that never have one,
+/// e.g. PREPARE/COMMIT/ABORT, which are exclusive with stream ids).
+pub(crate) fn no_stream_id(frame: &Frame) -> Result<(), DecodeError> {
+    for info in frame.frame_infos() {
+        let info = info?;
+        if info.id == crate::codec::frame_info::request_id::DCP_STREAM_ID {
+            return Err(frame.error(
+                DecodeErrorKind::InvalidField {
+                    field: "stream id",
+                    value: u64::from(be_u16(info.data, 0)),
+                },
+                info.offset,
+            ));
+        }
+    }
+    Ok(())
 }

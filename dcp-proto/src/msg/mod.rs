@@ -9,6 +9,18 @@
 mod check;
 pub mod client;
 pub mod dcp;
+mod failover_log;
+mod key;
+mod message;
+mod status_response;
 mod stream_id;
+mod xattr;
 
 pub use dcp::*;
+pub use failover_log::{FAILOVER_ENTRY_LEN, FailoverEntry, FailoverLog};
+pub use key::{
+    CollectionKey, DEFAULT_COLLECTION, MAX_LEB128_LEN, leb128_len, put_leb128_u32, read_leb128_u32,
+};
+pub use message::Message;
+pub use status_response::StatusResponse;
+pub use xattr::{XattrPairs, XattrValue};

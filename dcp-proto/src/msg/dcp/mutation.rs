@@ -50,6 +50,7 @@ impl Mutation {
         check::request(frame, Opcode::DcpMutation)?;
         check::valid_datatype(frame)?;
         let extras = check::extras::<MUTATION_EXTRAS_LEN>(frame, "31")?;
+        check::some_key(frame)?;
         let at = frame.header().extras_offset();
         let by_seqno = be_u64(extras, 0);
         check::nonzero_seqno(frame, "by_seqno", by_seqno, at)?;
@@ -192,7 +193,10 @@ mod tests {
         assert_eq!(err.offset, 24);
         assert!(matches!(
             err.kind,
-            DecodeErrorKind::InvalidField { field: "by_seqno", .. }
+            DecodeErrorKind::InvalidField {
+                field: "by_seqno",
+                ..
+            }
         ));
     }
 }
