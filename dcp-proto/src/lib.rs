@@ -53,7 +53,9 @@
 )]
 
 pub mod codec;
+pub mod failover;
 pub mod msg;
+pub mod session;
 
 /// Compiles the README's examples as doctests.
 #[cfg(doctest)]

@@ -1,0 +1,531 @@
+//! Where each stream stands: the resume position a consumer persists with
+//! its data, the rules that move it as messages arrive, and the checkpoint
+//! that holds every stream's position.
+//!
+//! The same [`StreamCursor`] runs twice in a consumer: once as frames are
+//! received (to validate the producer), once as events are handed to the
+//! application (so a checkpoint never covers an event the application has
+//! not seen).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::failover::truncate_for_rollback;
+use crate::msg::FailoverLog;
+
+/// A stream's resume position: enough to ask the producer to continue
+/// exactly after the last change the consumer has.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StreamPosition {
+    /// The vbucket's history branches, newest first, as last received.
+    pub failover_log: FailoverLog,
+    /// The last seqno the consumer has (0 = nothing yet).
+    pub last_seqno: u64,
+    /// Start of the snapshot `last_seqno` belongs to.
+    pub snapshot_start: u64,
+    /// End of that snapshot; the state is consistent when `last_seqno` has
+    /// reached it.
+    pub snapshot_end: u64,
+    /// Manifest uid of the last collections system event seen.
+    #[serde(default)]
+    pub manifest_uid: u64,
+    /// The purge seqno the producer last reported (v2.2 disk markers).
+    #[serde(default)]
+    pub purge_seqno: u64,
+}
+
+/// The seqno fields of the stream request that resumes from a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeRequest {
+    /// Start seqno: the last seqno held.
+    pub start_seqno: u64,
+    /// Vbucket uuid of the newest known branch (0 = no history).
+    pub vbucket_uuid: u64,
+    /// Snapshot start.
+    pub snap_start_seqno: u64,
+    /// Snapshot end.
+    pub snap_end_seqno: u64,
+}
+
+impl StreamPosition {
+    /// A position at `seqno` on the branch `failover_log`, with a complete
+    /// snapshot (e.g. to start "from now").
+    pub fn at(failover_log: FailoverLog, seqno: u64) -> Self {
+        Self {
+            failover_log,
+            last_seqno: seqno,
+            snapshot_start: seqno,
+            snapshot_end: seqno,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the position is at the end of its snapshot, i.e. the data it
+    /// covers is a state that existed on the producer.
+    pub fn is_consistent(&self) -> bool {
+        self.last_seqno >= self.snapshot_end || self.last_seqno < self.snapshot_start
+    }
+
+    /// The stream-request fields that resume from here.
+    ///
+    /// With no history the request starts from 0. Otherwise it starts at
+    /// `last_seqno` with the newest uuid; mid-snapshot it sends the real
+    /// snapshot bounds, so the producer can detect a branch inside the
+    /// partial snapshot (claiming a complete one could silently lose data).
+    pub fn resume(&self) -> ResumeRequest {
+        let Some(newest) = self.failover_log.entries.first() else {
+            return ResumeRequest {
+                start_seqno: 0,
+                vbucket_uuid: 0,
+                snap_start_seqno: 0,
+                snap_end_seqno: 0,
+            };
+        };
+        let last = self.last_seqno;
+        let (snap_start, snap_end) = if self.is_consistent() {
+            (last, last)
+        } else {
+            (self.snapshot_start, self.snapshot_end)
+        };
+        ResumeRequest {
+            start_seqno: last,
+            vbucket_uuid: newest.vbucket_uuid,
+            snap_start_seqno: snap_start,
+            snap_end_seqno: snap_end,
+        }
+    }
+
+    /// Obeys a ROLLBACK to `seqno`: forgets branches that began above it and
+    /// moves to a complete snapshot at `seqno`.
+    pub fn rollback(&mut self, seqno: u64) {
+        truncate_for_rollback(&mut self.failover_log, seqno);
+        self.last_seqno = seqno;
+        self.snapshot_start = seqno;
+        self.snapshot_end = seqno;
+    }
+}
+
+/// Every stream's position, serializable (JSON via serde) and versioned.
+///
+/// Feed a stream's position back through the consumer's `open_stream` to
+/// resume it exactly, including mid-snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Format version; [`Checkpoint::VERSION`] for this crate.
+    pub version: u32,
+    /// Position per vbucket.
+    pub vbuckets: BTreeMap<u16, StreamPosition>,
+}
+
+impl Checkpoint {
+    /// The checkpoint format this crate writes and reads.
+    pub const VERSION: u32 = 1;
+
+    /// An empty checkpoint.
+    pub fn new() -> Self {
+        Self {
+            version: Self::VERSION,
+            vbuckets: BTreeMap::new(),
+        }
+    }
+
+    /// Parses a JSON checkpoint, refusing versions this crate does not know.
+    pub fn from_json(json: &[u8]) -> Result<Self, CheckpointError> {
+        let checkpoint: Checkpoint = serde_json::from_slice(json)?;
+        if checkpoint.version != Self::VERSION {
+            return Err(CheckpointError::Version(checkpoint.version));
+        }
+        Ok(checkpoint)
+    }
+
+    /// The JSON form.
+    pub fn to_json(&self) -> Result<Vec<u8>, CheckpointError> {
+        Ok(serde_json::to_vec_pretty(self)?)
+    }
+}
+
+/// Why a checkpoint could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// Not valid checkpoint JSON.
+    #[error("invalid checkpoint JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A format version this crate does not read.
+    #[error("unsupported checkpoint version {0}")]
+    Version(u32),
+}
+
+/// A rule of the stream's message order that the producer broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Violation {
+    /// A seqno not above the last one (outside an OSO snapshot).
+    #[error("seqno {seqno} does not exceed the last seqno {last}")]
+    SeqnoNotIncreasing {
+        /// The last seqno.
+        last: u64,
+        /// The offending seqno.
+        seqno: u64,
+    },
+    /// A seqno-bearing message before any snapshot marker.
+    #[error("seqno {seqno} arrived before any snapshot marker")]
+    NoSnapshot {
+        /// The offending seqno.
+        seqno: u64,
+    },
+    /// A seqno outside the current snapshot's bounds.
+    #[error("seqno {seqno} outside the snapshot {start}..={end}")]
+    OutsideSnapshot {
+        /// The offending seqno.
+        seqno: u64,
+        /// Snapshot start.
+        start: u64,
+        /// Snapshot end.
+        end: u64,
+    },
+    /// A marker whose start does not follow the previous snapshot.
+    #[error("snapshot {start}..={end} does not follow the last seqno {last}")]
+    MarkerBehind {
+        /// Marker start.
+        start: u64,
+        /// Marker end.
+        end: u64,
+        /// The last seqno.
+        last: u64,
+    },
+    /// An OSO start inside an OSO snapshot, or an end without a start.
+    #[error("unbalanced OSO snapshot markers")]
+    UnbalancedOso,
+    /// An OSO item not above the seqno held before the OSO snapshot.
+    #[error("OSO seqno {seqno} not above the pre-OSO seqno {before}")]
+    OsoSeqnoBehind {
+        /// The offending seqno.
+        seqno: u64,
+        /// The seqno before the OSO snapshot.
+        before: u64,
+    },
+}
+
+/// An in-progress out-of-sequence-order snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Oso {
+    /// The position before the OSO snapshot started.
+    before: u64,
+    /// The largest seqno seen inside it.
+    max_seen: u64,
+}
+
+/// Moves a [`StreamPosition`] as a stream's messages arrive, validating the
+/// producer's order on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamCursor {
+    position: StreamPosition,
+    /// The latest marker, which every following seqno must lie in.
+    marker: Option<(u64, u64)>,
+    /// Set when the latest marker has not been adopted as the position's
+    /// snapshot yet (adopted with its first seqno-bearing message).
+    pending: bool,
+    oso: Option<Oso>,
+}
+
+impl StreamCursor {
+    /// A cursor starting at `position`.
+    pub fn new(position: StreamPosition) -> Self {
+        Self {
+            position,
+            marker: None,
+            pending: false,
+            oso: None,
+        }
+    }
+
+    /// The resumable position. Inside an OSO snapshot this is the position
+    /// held before it: its items are not a point to resume from.
+    pub fn position(&self) -> StreamPosition {
+        let mut position = self.position.clone();
+        if let Some(oso) = self.oso {
+            position.last_seqno = oso.before;
+        }
+        position
+    }
+
+    /// The last seqno received (inside OSO: the pre-OSO seqno).
+    pub fn last_seqno(&self) -> u64 {
+        self.oso.map_or(self.position.last_seqno, |o| o.before)
+    }
+
+    /// The latest marker's bounds.
+    pub fn marker(&self) -> Option<(u64, u64)> {
+        self.marker
+    }
+
+    /// Whether an OSO snapshot is in progress.
+    pub fn in_oso(&self) -> bool {
+        self.oso.is_some()
+    }
+
+    /// Replaces the failover log (a successful stream request).
+    pub fn set_failover_log(&mut self, log: FailoverLog) {
+        self.position.failover_log = log;
+    }
+
+    /// Records a snapshot marker.
+    pub fn on_marker(
+        &mut self,
+        start: u64,
+        end: u64,
+        purge_seqno: Option<u64>,
+    ) -> Result<(), Violation> {
+        let last = self.position.last_seqno;
+        if self.oso.is_some() {
+            return Err(Violation::UnbalancedOso);
+        }
+        if end < last && self.marker.is_some() {
+            // A later marker must cover seqnos above what was received.
+            return Err(Violation::MarkerBehind { start, end, last });
+        }
+        self.marker = Some((start, end));
+        if let Some(purge) = purge_seqno {
+            self.position.purge_seqno = purge;
+        }
+        // A marker starting at or below `last` re-covers the interrupted
+        // snapshot: adopting it now keeps `snap_start <= start` true.
+        if start <= last {
+            self.adopt(start, end);
+        } else {
+            self.pending = true;
+        }
+        Ok(())
+    }
+
+    fn adopt(&mut self, start: u64, end: u64) {
+        self.position.snapshot_start = start;
+        self.position.snapshot_end = end;
+        self.pending = false;
+    }
+
+    /// Records a seqno-bearing change (mutation, deletion, expiration,
+    /// system event, prepare, commit, abort).
+    pub fn on_seqno(&mut self, seqno: u64) -> Result<(), Violation> {
+        if let Some(oso) = &mut self.oso {
+            if seqno <= oso.before {
+                return Err(Violation::OsoSeqnoBehind {
+                    seqno,
+                    before: oso.before,
+                });
+            }
+            oso.max_seen = oso.max_seen.max(seqno);
+            return Ok(());
+        }
+        self.check_in_snapshot(seqno, true)?;
+        self.position.last_seqno = seqno;
+        Ok(())
+    }
+
+    /// Records SEQNO_ADVANCED: the stream moved to `seqno` through changes
+    /// this consumer does not receive.
+    pub fn on_seqno_advanced(&mut self, seqno: u64) -> Result<(), Violation> {
+        if let Some(oso) = &mut self.oso {
+            oso.max_seen = oso.max_seen.max(seqno);
+            return Ok(());
+        }
+        self.check_in_snapshot(seqno, false)?;
+        self.position.last_seqno = seqno.max(self.position.last_seqno);
+        Ok(())
+    }
+
+    fn check_in_snapshot(
+        &mut self,
+        seqno: u64,
+        strictly_increasing: bool,
+    ) -> Result<(), Violation> {
+        let last = self.position.last_seqno;
+        let increasing = if strictly_increasing {
+            seqno > last
+        } else {
+            seqno >= last
+        };
+        if !increasing {
+            return Err(Violation::SeqnoNotIncreasing { last, seqno });
+        }
+        let Some((start, end)) = self.marker else {
+            return Err(Violation::NoSnapshot { seqno });
+        };
+        if seqno < start || seqno > end {
+            return Err(Violation::OutsideSnapshot { seqno, start, end });
+        }
+        if self.pending {
+            self.adopt(start, end);
+        }
+        Ok(())
+    }
+
+    /// Records OSO_SNAPSHOT(start).
+    pub fn on_oso_start(&mut self) -> Result<(), Violation> {
+        if self.oso.is_some() {
+            return Err(Violation::UnbalancedOso);
+        }
+        let before = self.position.last_seqno;
+        self.oso = Some(Oso {
+            before,
+            max_seen: before,
+        });
+        Ok(())
+    }
+
+    /// Records OSO_SNAPSHOT(end): the stream now holds everything up to the
+    /// largest seqno seen (or advanced to), as a complete snapshot.
+    pub fn on_oso_end(&mut self) -> Result<(), Violation> {
+        let oso = self.oso.take().ok_or(Violation::UnbalancedOso)?;
+        let x = oso.max_seen;
+        self.position.last_seqno = x;
+        self.adopt(x, x);
+        self.marker = Some((x, x));
+        Ok(())
+    }
+
+    /// Records a collections manifest uid carried by a system event.
+    pub fn on_manifest_uid(&mut self, uid: u64) {
+        if uid != 0 {
+            self.position.manifest_uid = uid;
+        }
+    }
+
+    /// Obeys a rollback to `seqno`.
+    pub fn rollback(&mut self, seqno: u64) {
+        self.position.rollback(seqno);
+        self.marker = None;
+        self.pending = false;
+        self.oso = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::FailoverEntry;
+
+    fn log(uuid: u64) -> FailoverLog {
+        FailoverLog::new(vec![FailoverEntry {
+            vbucket_uuid: uuid,
+            seqno: 0,
+        }])
+    }
+
+    #[test]
+    fn resume_requests() {
+        let fresh = StreamPosition::default();
+        assert_eq!(fresh.resume().start_seqno, 0);
+        assert_eq!(fresh.resume().vbucket_uuid, 0);
+
+        let mut p = StreamPosition::at(log(7), 10);
+        assert_eq!(
+            p.resume(),
+            ResumeRequest {
+                start_seqno: 10,
+                vbucket_uuid: 7,
+                snap_start_seqno: 10,
+                snap_end_seqno: 10
+            }
+        );
+        // Mid-snapshot: the real bounds go out.
+        p.snapshot_start = 8;
+        p.snapshot_end = 20;
+        assert!(!p.is_consistent());
+        assert_eq!(
+            (p.resume().snap_start_seqno, p.resume().snap_end_seqno),
+            (8, 20)
+        );
+    }
+
+    #[test]
+    fn markers_are_adopted_with_their_first_item() {
+        let mut c = StreamCursor::new(StreamPosition::at(log(1), 10));
+        c.on_marker(12, 20, None).unwrap();
+        // Not adopted yet: a resume now still claims the complete {10,10}.
+        assert_eq!(c.position().resume().snap_start_seqno, 10);
+        c.on_seqno(13).unwrap();
+        let p = c.position();
+        assert_eq!(
+            (p.last_seqno, p.snapshot_start, p.snapshot_end),
+            (13, 12, 20)
+        );
+        assert_eq!(
+            c.on_seqno(13),
+            Err(Violation::SeqnoNotIncreasing {
+                last: 13,
+                seqno: 13
+            })
+        );
+        assert_eq!(
+            c.on_seqno(21),
+            Err(Violation::OutsideSnapshot {
+                seqno: 21,
+                start: 12,
+                end: 20
+            })
+        );
+        c.on_seqno_advanced(20).unwrap();
+        assert!(c.position().is_consistent());
+    }
+
+    #[test]
+    fn resumed_snapshot_is_adopted_at_once() {
+        let mut p = StreamPosition::at(log(1), 15);
+        p.snapshot_start = 12;
+        p.snapshot_end = 20;
+        let mut c = StreamCursor::new(p);
+        c.on_marker(12, 25, None).unwrap();
+        assert_eq!(c.position().snapshot_end, 25);
+    }
+
+    #[test]
+    fn items_need_a_marker() {
+        let mut c = StreamCursor::new(StreamPosition::default());
+        assert_eq!(c.on_seqno(1), Err(Violation::NoSnapshot { seqno: 1 }));
+    }
+
+    #[test]
+    fn oso_resumes_from_before_until_it_ends() {
+        let mut c = StreamCursor::new(StreamPosition::at(log(1), 0));
+        c.on_oso_start().unwrap();
+        c.on_seqno(9).unwrap();
+        c.on_seqno(3).unwrap();
+        assert_eq!(c.position().last_seqno, 0);
+        c.on_seqno_advanced(12).unwrap();
+        c.on_oso_end().unwrap();
+        let p = c.position();
+        assert_eq!(
+            (p.last_seqno, p.snapshot_start, p.snapshot_end),
+            (12, 12, 12)
+        );
+        assert_eq!(c.on_oso_end(), Err(Violation::UnbalancedOso));
+    }
+
+    #[test]
+    fn rollback_truncates() {
+        let mut c = StreamCursor::new(StreamPosition::at(log(1), 50));
+        c.on_marker(51, 60, None).unwrap();
+        c.on_seqno(55).unwrap();
+        c.rollback(40);
+        let p = c.position();
+        assert_eq!(
+            (p.last_seqno, p.snapshot_start, p.snapshot_end),
+            (40, 40, 40)
+        );
+        assert_eq!(c.marker(), None);
+    }
+
+    #[test]
+    fn checkpoint_json_round_trip() {
+        let mut cp = Checkpoint::new();
+        cp.vbuckets.insert(3, StreamPosition::at(log(9), 4));
+        let json = cp.to_json().unwrap();
+        assert_eq!(Checkpoint::from_json(&json).unwrap(), cp);
+        let err = Checkpoint::from_json(br#"{"version":99,"vbuckets":{}}"#).unwrap_err();
+        assert!(matches!(err, CheckpointError::Version(99)));
+    }
+}
