@@ -52,8 +52,11 @@
     )
 )]
 
+pub mod auth;
 pub mod codec;
+pub mod consumer;
 pub mod failover;
+pub mod flow;
 pub mod msg;
 pub mod session;
 

@@ -17,7 +17,7 @@ bitflags::bitflags! {
     /// combinations: the producer refuses `INVALID`, `UNUSED`, `PITR`, unknown
     /// bits, `NO_VALUE` with `NO_VALUE_WITH_UNDERLYING_DATATYPE`, and
     /// `INCLUDE_DELETED_USER_XATTRS` without `INCLUDE_XATTRS`.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct OpenFlags: u32 {
         /// 0x001: open a producer (the client consumes); clear for a consumer.
         const PRODUCER = 0x001;

@@ -1,0 +1,208 @@
+//! What a consumer connection asks of the producer.
+
+use std::time::Duration;
+
+use crate::auth::{Credentials, Mechanism};
+use crate::codec::DEFAULT_MAX_FRAME_LEN;
+use crate::msg::OpenFlags;
+
+/// How a stream request answered with ROLLBACK is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RollbackMode {
+    /// Truncate the stream's position and re-request at once. The
+    /// [`Event::Rollback`](super::Event::Rollback) still tells the
+    /// application to discard its changes above the rollback seqno.
+    #[default]
+    Automatic,
+    /// Wait for [`Consumer::confirm_rollback`](super::Consumer::confirm_rollback),
+    /// called once the application has truncated its own data.
+    Confirm,
+}
+
+/// One DCP_CONTROL setting sent during the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlSetting {
+    /// The control key, e.g. `enable_out_of_order_snapshots`.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+    /// Whether a refusal fails the handshake (otherwise it is recorded as
+    /// not supported and the handshake goes on).
+    pub required: bool,
+}
+
+impl ControlSetting {
+    /// A control the handshake cannot do without.
+    pub fn required(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+            required: true,
+        }
+    }
+
+    /// A control the connection uses if the producer supports it.
+    pub fn optional(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+            required: false,
+        }
+    }
+}
+
+/// Settings of one consumer connection.
+///
+/// ```
+/// use std::time::Duration;
+/// use dcp_proto::auth::Credentials;
+/// use dcp_proto::consumer::ConsumerConfig;
+/// let config = ConsumerConfig::new("my-service:instance-1", "travel-sample")
+///     .with_credentials(Credentials::new("dcp-user", "secret"))
+///     .with_noop_interval(Some(Duration::from_secs(60)))
+///     .with_buffer_size(16 * 1024 * 1024);
+/// assert!(config.auto_ack == false);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConsumerConfig {
+    /// DCP connection name; must be unique per connection (a second
+    /// connection with the same name disconnects the first).
+    pub connection_name: String,
+    /// Bucket to select.
+    pub bucket: String,
+    /// SASL credentials; `None` skips authentication.
+    pub credentials: Option<Credentials>,
+    /// Mechanisms allowed, in any order; the strongest the server offers is
+    /// used. PLAIN sends the password in clear: allow it only over TLS.
+    pub mechanisms: Vec<Mechanism>,
+    /// Agent name sent in HELLO.
+    pub agent: String,
+    /// Ask for collection-aware streams (HELLO Collections).
+    pub collections: bool,
+    /// DCP_OPEN flags in addition to Producer (e.g. include xattrs, no
+    /// value, include delete times).
+    pub open_flags: OpenFlags,
+    /// Noop interval; `None` disables noops (and dead-connection
+    /// detection).
+    pub noop_interval: Option<Duration>,
+    /// The connection is dead after this many noop intervals of silence.
+    pub dead_connection_factor: u32,
+    /// Flow-control window in bytes (`connection_buffer_size`); 0 disables.
+    pub buffer_size: u32,
+    /// Percent of the window released by the application that triggers a
+    /// BUFFER_ACK.
+    pub ack_threshold_percent: u8,
+    /// Released bytes are acknowledged at the latest after this long.
+    pub ack_interval: Duration,
+    /// Release each event's flow-control credit as soon as the application
+    /// takes it from [`Consumer::poll_event`](super::Consumer::poll_event).
+    pub auto_ack: bool,
+    /// How rollbacks are handled.
+    pub rollback: RollbackMode,
+    /// Ask for DCP_EXPIRATION messages (needs include-delete-times in
+    /// `open_flags`; otherwise expiries arrive as deletions).
+    pub enable_expiry_opcode: bool,
+    /// Ask the producer for STREAM_END(Closed) after a close (otherwise it
+    /// is synthesized when the close is acknowledged).
+    pub send_stream_end_on_close: bool,
+    /// Further DCP_CONTROL settings, sent after the built-in ones.
+    pub controls: Vec<ControlSetting>,
+    /// Largest frame accepted from the producer.
+    pub max_frame_len: usize,
+    /// The handshake must complete within this long.
+    pub handshake_timeout: Duration,
+    /// First retry delay after a temporary stream-request failure; doubles
+    /// up to `max_retry_delay`.
+    pub retry_delay: Duration,
+    /// Cap for the retry delay.
+    pub max_retry_delay: Duration,
+    /// A stream request answered with ROLLBACK more often than this in a row
+    /// fails the stream.
+    pub max_rollbacks: u32,
+}
+
+impl ConsumerConfig {
+    /// Defaults: SCRAM-SHA512/256/1, noop every 120 s (dead after 240 s of
+    /// silence), a 10 MiB window acked at 20 % or after 1 s, automatic
+    /// rollback, STREAM_END on close.
+    pub fn new(connection_name: impl Into<String>, bucket: impl Into<String>) -> Self {
+        Self {
+            connection_name: connection_name.into(),
+            bucket: bucket.into(),
+            credentials: None,
+            mechanisms: vec![
+                Mechanism::ScramSha512,
+                Mechanism::ScramSha256,
+                Mechanism::ScramSha1,
+            ],
+            agent: concat!("dcp-rs/", env!("CARGO_PKG_VERSION")).to_string(),
+            collections: false,
+            open_flags: OpenFlags::empty(),
+            noop_interval: Some(Duration::from_secs(120)),
+            dead_connection_factor: 2,
+            buffer_size: 10 * 1024 * 1024,
+            ack_threshold_percent: 20,
+            ack_interval: Duration::from_secs(1),
+            auto_ack: false,
+            rollback: RollbackMode::Automatic,
+            enable_expiry_opcode: false,
+            send_stream_end_on_close: true,
+            controls: Vec::new(),
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            handshake_timeout: Duration::from_secs(30),
+            retry_delay: Duration::from_millis(100),
+            max_retry_delay: Duration::from_secs(5),
+            max_rollbacks: 64,
+        }
+    }
+
+    /// Sets the SASL credentials.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Sets the noop interval (`None` disables noops).
+    pub fn with_noop_interval(mut self, interval: Option<Duration>) -> Self {
+        self.noop_interval = interval;
+        self
+    }
+
+    /// Sets the flow-control window (0 disables flow control).
+    pub fn with_buffer_size(mut self, bytes: u32) -> Self {
+        self.buffer_size = bytes;
+        self
+    }
+
+    /// Releases credit automatically when events are polled.
+    pub fn with_auto_ack(mut self, auto_ack: bool) -> Self {
+        self.auto_ack = auto_ack;
+        self
+    }
+
+    /// Sets the rollback mode.
+    pub fn with_rollback_mode(mut self, mode: RollbackMode) -> Self {
+        self.rollback = mode;
+        self
+    }
+
+    /// Asks for collection-aware streams.
+    pub fn with_collections(mut self, collections: bool) -> Self {
+        self.collections = collections;
+        self
+    }
+
+    /// Adds DCP_OPEN flags (Producer is always set).
+    pub fn with_open_flags(mut self, flags: OpenFlags) -> Self {
+        self.open_flags |= flags;
+        self
+    }
+
+    /// Adds a DCP_CONTROL setting.
+    pub fn with_control(mut self, control: ControlSetting) -> Self {
+        self.controls.push(control);
+        self
+    }
+}

@@ -1,0 +1,1048 @@
+//! A sans-IO DCP consumer for one node connection.
+//!
+//! [`Consumer`] runs the handshake, opens and closes streams, checks that the
+//! producer keeps DCP's ordering rules, obeys rollbacks, answers noops,
+//! returns flow-control credit and detects a dead connection. It touches no
+//! socket and no clock: the caller feeds it bytes and instants and takes out
+//! bytes, events and a deadline.
+//!
+//! # Driving contract
+//!
+//! Methods fall in four groups:
+//! - inputs: [`handle_input`](Consumer::handle_input) (received bytes),
+//!   [`handle_timeout`](Consumer::handle_timeout) (a deadline passed),
+//!   [`handle_eof`](Consumer::handle_eof) (the peer closed);
+//! - commands: [`open_stream`](Consumer::open_stream),
+//!   [`close_stream`](Consumer::close_stream), [`ack`](Consumer::ack),
+//!   [`confirm_rollback`](Consumer::confirm_rollback),
+//!   [`request_failover_log`](Consumer::request_failover_log),
+//!   [`close`](Consumer::close);
+//! - outputs: [`poll_transmit`](Consumer::poll_transmit),
+//!   [`poll_event`](Consumer::poll_event), [`poll_timeout`](Consumer::poll_timeout);
+//! - getters: [`checkpoint`](Consumer::checkpoint), [`stats`](Consumer::stats),
+//!   [`stream_stats`](Consumer::stream_stats), ...
+//!
+//! After any input or command, drain in this order: write everything
+//! `poll_transmit` gives, hand out events until `poll_event` returns `None`,
+//! then wait for readable bytes or the `poll_timeout` deadline, whichever
+//! comes first. An error from an input is fatal and sticky: close the
+//! socket. Events received before it can still be polled.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use bytes::BytesMut;
+//! use dcp_proto::consumer::{Consumer, ConsumerConfig, Event, StreamStart};
+//!
+//! let now = Instant::now();
+//! let config = ConsumerConfig::new("example:1", "default").with_auto_ack(true);
+//! let mut consumer = Consumer::new(config, "c2VjcmV0bm9uY2U", now)?;
+//! consumer.open_stream(0, StreamStart::Beginning, None)?; // sent once ready
+//!
+//! let mut tx = BytesMut::new();
+//! consumer.poll_transmit(&mut tx); // HELLO: write it to the socket
+//! assert!(!tx.is_empty());
+//!
+//! // In the adapter's loop: read into `rx`, then
+//! let mut rx = BytesMut::new();
+//! consumer.handle_input(&mut rx, now)?;
+//! while let Some(event) = consumer.poll_event() {
+//!     if let Event::Mutation(m, _credit) = event {
+//!         println!("{:?} = {:?}", m.key, m.value);
+//!     }
+//! }
+//! let _wake_at: Option<Instant> = consumer.poll_timeout();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod config;
+mod error;
+mod event;
+mod handshake;
+mod outbox;
+mod stats;
+mod stream;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+pub use config::{ConsumerConfig, ControlSetting, RollbackMode};
+pub use error::{CommandError, ConsumerError, HandshakeStep, ProtocolError};
+pub use event::{Credit, Event};
+pub use handshake::Negotiated;
+pub use stats::{ConnectionStats, StreamStats};
+pub use stream::StreamStart;
+
+use self::handshake::{Handshake, Progress};
+use self::outbox::Outbox;
+use self::stream::{Retired, RetiredOpaques, Stream, StreamState, Vbucket};
+use crate::codec::{Frame, FrameDecoder, Opcode, Status};
+use crate::flow::{ConsumerWindow, flow_control_size};
+use crate::msg::client::{GetAllVbSeqnos, GetAllVbSeqnosResponse};
+use crate::msg::{
+    BufferAck, CloseStream, FailoverLogResponse, GetFailoverLog, Message, StatusResponse,
+    StreamEndReason, StreamRequest, StreamRequestFlags, StreamRequestOutcome,
+    StreamRequestResponse,
+};
+use crate::session::{Checkpoint, StreamPosition};
+
+/// A request in flight, other than the handshake's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    StreamRequest { vbucket: u16, start: u64 },
+    CloseStream { vbucket: u16 },
+    FailoverLog { vbucket: u16, for_now: bool },
+    HighSeqnos,
+}
+
+/// One DCP consumer connection to one node. See the [module docs](self) for
+/// the driving contract.
+#[derive(Debug)]
+pub struct Consumer {
+    config: ConsumerConfig,
+    decoder: FrameDecoder,
+    out: Outbox,
+    handshake: Option<Handshake>,
+    negotiated: Option<Negotiated>,
+    vbuckets: BTreeMap<u16, Vbucket>,
+    streams_by_opaque: HashMap<u32, u16>,
+    retired: RetiredOpaques,
+    pending: HashMap<u32, Pending>,
+    high_seqnos_in_flight: bool,
+    events: VecDeque<Event>,
+    flow: ConsumerWindow,
+    error: Option<ConsumerError>,
+    started: Instant,
+    last_rx: Instant,
+    rx_len_seen: usize,
+    stats: ConnectionStats,
+}
+
+impl Consumer {
+    /// A consumer that starts its handshake (HELLO is queued at once).
+    ///
+    /// `sasl_nonce` is the client nonce for SCRAM: fresh random printable
+    /// ASCII (e.g. base64 of 18 random bytes), without `,`.
+    pub fn new(
+        config: ConsumerConfig,
+        sasl_nonce: impl Into<String>,
+        now: Instant,
+    ) -> Result<Self, ConsumerError> {
+        let mut out = Outbox::new();
+        let handshake = Handshake::start(&config, sasl_nonce.into(), &mut out)?;
+        Ok(Self {
+            decoder: FrameDecoder::with_max_frame_len(config.max_frame_len),
+            flow: ConsumerWindow::new(0, config.ack_threshold_percent, config.ack_interval),
+            config,
+            out,
+            handshake: Some(handshake),
+            negotiated: None,
+            vbuckets: BTreeMap::new(),
+            streams_by_opaque: HashMap::new(),
+            retired: RetiredOpaques::default(),
+            pending: HashMap::new(),
+            high_seqnos_in_flight: false,
+            events: VecDeque::new(),
+            error: None,
+            started: now,
+            last_rx: now,
+            rx_len_seen: 0,
+            stats: ConnectionStats::default(),
+        })
+    }
+
+    // ----- getters -------------------------------------------------------
+
+    /// Whether the handshake completed.
+    pub fn is_ready(&self) -> bool {
+        self.negotiated.is_some() && self.error.is_none()
+    }
+
+    /// Whether the connection failed or was closed.
+    pub fn is_closed(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// The fatal error, if any.
+    pub fn error(&self) -> Option<&ConsumerError> {
+        self.error.as_ref()
+    }
+
+    /// What the producer agreed to, once ready.
+    pub fn negotiated(&self) -> Option<&Negotiated> {
+        self.negotiated.as_ref()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    /// Every stream's position as of the events handed out so far: persist
+    /// it with the data those events produced, and resume from it.
+    pub fn checkpoint(&self) -> Checkpoint {
+        let mut checkpoint = Checkpoint::new();
+        for (vb, state) in &self.vbuckets {
+            checkpoint.vbuckets.insert(*vb, state.delivered.position());
+        }
+        checkpoint
+    }
+
+    /// One stream's position as of the events handed out so far.
+    pub fn position(&self, vbucket: u16) -> Option<StreamPosition> {
+        self.vbuckets.get(&vbucket).map(|v| v.delivered.position())
+    }
+
+    /// Connection counters.
+    pub fn stats(&self) -> ConnectionStats {
+        let mut stats = self.stats;
+        stats.bytes_sent = self.out.bytes_sent;
+        stats.flow_bytes_received = self.flow.total_received();
+        stats.unacked_bytes = self.flow.unacked();
+        stats.acked_bytes = self.flow.total_acked();
+        stats.streams_open = self
+            .vbuckets
+            .values()
+            .filter(|v| v.stream.as_ref().is_some_and(|s| s.is_open()))
+            .count();
+        stats
+    }
+
+    /// A stream's counters.
+    pub fn stream_stats(&self, vbucket: u16) -> Option<StreamStats> {
+        self.vbuckets.get(&vbucket).map(Vbucket::stats)
+    }
+
+    /// Whether a stream for `vbucket` is open or being opened.
+    pub fn has_stream(&self, vbucket: u16) -> bool {
+        self.vbuckets
+            .get(&vbucket)
+            .is_some_and(|v| v.stream.is_some())
+    }
+
+    /// Events waiting to be polled.
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
+    // ----- outputs -------------------------------------------------------
+
+    /// Appends the bytes to send to `buf`; returns how many.
+    pub fn poll_transmit(&mut self, buf: &mut BytesMut) -> usize {
+        self.out.drain_into(buf)
+    }
+
+    /// Whether bytes are waiting for [`poll_transmit`](Self::poll_transmit).
+    pub fn wants_transmit(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// The next event, if any. Its changes are now covered by
+    /// [`checkpoint`](Self::checkpoint).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let mut event = self.events.pop_front()?;
+        if let Some(vb) = event.vbucket()
+            && let Some(state) = self.vbuckets.get_mut(&vb)
+        {
+            stream::deliver(&mut state.delivered, &event);
+        }
+        if self.config.auto_ack {
+            let credit = event.credit();
+            if credit.bytes() > 0 {
+                self.flow.release(credit.bytes(), self.last_rx);
+                set_credit(&mut event, Credit::NONE);
+                self.flush_acks(self.last_rx);
+            }
+        }
+        Some(event)
+    }
+
+    /// The next instant at which [`handle_timeout`](Self::handle_timeout)
+    /// must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.error.is_some() {
+            return None;
+        }
+        let liveness = if self.handshake.is_some() {
+            Some(self.started + self.config.handshake_timeout)
+        } else {
+            self.dead_after().map(|d| self.last_rx + d)
+        };
+        let retries = self.vbuckets.values().filter_map(|v| match v.stream {
+            Some(Stream {
+                state: StreamState::RetryAt(at),
+                ..
+            }) => Some(at),
+            _ => None,
+        });
+        liveness
+            .into_iter()
+            .chain(self.flow.deadline())
+            .chain(retries)
+            .min()
+    }
+
+    fn dead_after(&self) -> Option<Duration> {
+        let interval = self.negotiated.as_ref()?.noop_interval?;
+        Some(interval * self.config.dead_connection_factor.max(1))
+    }
+
+    // ----- inputs --------------------------------------------------------
+
+    /// Takes whole frames from `rx` and processes them.
+    pub fn handle_input(&mut self, rx: &mut BytesMut, now: Instant) -> Result<(), ConsumerError> {
+        if let Some(err) = &self.error {
+            return Err(err.clone());
+        }
+        if rx.len() != self.rx_len_seen {
+            self.last_rx = now;
+        }
+        let result = self.read_frames(rx, now);
+        self.rx_len_seen = rx.len();
+        match result {
+            Ok(()) => {
+                self.flush_acks(now);
+                Ok(())
+            }
+            Err(err) => Err(self.fail(err)),
+        }
+    }
+
+    fn read_frames(&mut self, rx: &mut BytesMut, now: Instant) -> Result<(), ConsumerError> {
+        while let Some(frame) = self.decoder.decode(rx)? {
+            self.last_rx = now;
+            self.stats.frames_received += 1;
+            self.stats.bytes_received += frame.wire_len() as u64;
+            if frame.is_response() {
+                self.on_response(&frame, now)?;
+            } else {
+                self.on_request(frame, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks deadlines: dead connection, handshake timeout, stream-request
+    /// retries and time-based acks.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ConsumerError> {
+        if let Some(err) = &self.error {
+            return Err(err.clone());
+        }
+        if self.handshake.is_some() {
+            let limit = self.config.handshake_timeout;
+            if now.saturating_duration_since(self.started) >= limit {
+                return Err(self.fail(ConsumerError::HandshakeTimeout(limit)));
+            }
+        } else if let Some(dead) = self.dead_after() {
+            let silent = now.saturating_duration_since(self.last_rx);
+            if silent >= dead {
+                return Err(self.fail(ConsumerError::DeadConnection(silent)));
+            }
+        }
+        let due: Vec<u16> = self
+            .vbuckets
+            .iter()
+            .filter(|(_, v)| {
+                matches!(v.stream, Some(Stream { state: StreamState::RetryAt(at), .. }) if at <= now)
+            })
+            .map(|(vb, _)| *vb)
+            .collect();
+        for vb in due {
+            if let Err(err) = self.send_stream_request(vb) {
+                return Err(self.fail(err));
+            }
+        }
+        self.flush_acks(now);
+        Ok(())
+    }
+
+    /// The producer closed the connection.
+    pub fn handle_eof(&mut self) {
+        if self.error.is_none() {
+            self.error = Some(ConsumerError::ClosedByPeer);
+        }
+    }
+
+    fn fail(&mut self, err: ConsumerError) -> ConsumerError {
+        self.error.get_or_insert(err).clone()
+    }
+
+    // ----- commands ------------------------------------------------------
+
+    /// Opens a stream for `vbucket` from `start`, up to and including
+    /// `end_seqno` (`None`: endless). Before the handshake completes the
+    /// request is queued.
+    pub fn open_stream(
+        &mut self,
+        vbucket: u16,
+        start: StreamStart,
+        end_seqno: Option<u64>,
+    ) -> Result<(), CommandError> {
+        if self.error.is_some() {
+            return Err(CommandError::Closed);
+        }
+        if self.has_stream(vbucket) {
+            return Err(CommandError::StreamExists(vbucket));
+        }
+        let end = end_seqno.unwrap_or(u64::MAX);
+        let state = self.vbuckets.entry(vbucket).or_insert_with(Vbucket::new);
+        let resolving_now = matches!(start, StreamStart::Now);
+        match start {
+            StreamStart::Beginning => state.reset(StreamPosition::default()),
+            StreamStart::Position(position) => {
+                let resume = position.resume();
+                if resume.snap_start_seqno > resume.start_seqno
+                    || resume.start_seqno > resume.snap_end_seqno
+                {
+                    return Err(CommandError::InvalidPosition {
+                        vbucket,
+                        reason: "snap_start <= start <= snap_end does not hold",
+                    });
+                }
+                state.reset(position)
+            }
+            StreamStart::Resume | StreamStart::Now => {}
+        }
+        if state.received.last_seqno() > end {
+            return Err(CommandError::InvalidPosition {
+                vbucket,
+                reason: "start is beyond the end seqno",
+            });
+        }
+        state.stream = Some(Stream::new(
+            end,
+            if resolving_now {
+                StreamState::ResolvingNow {
+                    failover_log: None,
+                    high_seqno: None,
+                }
+            } else {
+                StreamState::Queued
+            },
+        ));
+        if self.handshake.is_none() {
+            self.start_stream(vbucket).map_err(|err| {
+                self.fail(err);
+                CommandError::Closed
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Closes the stream of `vbucket`. Its
+    /// [`Event::StreamEnded`] (reason Closed) follows; changes already in
+    /// flight may arrive before it.
+    pub fn close_stream(&mut self, vbucket: u16) -> Result<(), CommandError> {
+        if self.error.is_some() {
+            return Err(CommandError::Closed);
+        }
+        let state = self
+            .vbuckets
+            .get_mut(&vbucket)
+            .ok_or(CommandError::NoStream(vbucket))?;
+        let stream = state
+            .stream
+            .as_mut()
+            .ok_or(CommandError::NoStream(vbucket))?;
+        match stream.state {
+            StreamState::Open { opaque } => {
+                stream.state = StreamState::Closing { opaque };
+                let close = self
+                    .out
+                    .send(CloseStream {
+                        vbucket,
+                        opaque: 0,
+                        stream_id: None,
+                    })
+                    .map_err(|err| {
+                        self.error = Some(err.into());
+                        CommandError::Closed
+                    })?;
+                self.pending.insert(close, Pending::CloseStream { vbucket });
+            }
+            StreamState::Requested { .. } => stream.close_when_open = true,
+            StreamState::Closing { .. } => {}
+            _ => {
+                state.stream = None;
+                self.events.push_back(Event::StreamEnded {
+                    vbucket,
+                    reason: StreamEndReason::Closed,
+                    credit: Credit::NONE,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Continues a stream waiting in [`RollbackMode::Confirm`], once the
+    /// application has discarded its changes above the rollback seqno.
+    pub fn confirm_rollback(&mut self, vbucket: u16) -> Result<(), CommandError> {
+        if self.error.is_some() {
+            return Err(CommandError::Closed);
+        }
+        let waiting = self.vbuckets.get(&vbucket).is_some_and(|v| {
+            matches!(
+                v.stream,
+                Some(Stream {
+                    state: StreamState::AwaitingRollbackConfirm,
+                    ..
+                })
+            )
+        });
+        if !waiting {
+            return Err(CommandError::NoRollbackPending(vbucket));
+        }
+        self.send_stream_request(vbucket).map_err(|err| {
+            self.fail(err);
+            CommandError::Closed
+        })
+    }
+
+    /// Returns an event's flow-control credit: the application is done with
+    /// it. Credit beyond what was received is ignored.
+    pub fn ack(&mut self, credit: Credit) {
+        self.ack_at(credit, self.last_rx);
+    }
+
+    /// Like [`ack`](Self::ack), with the current time (for the ack timer).
+    pub fn ack_at(&mut self, credit: Credit, now: Instant) {
+        if credit.bytes() > 0 && self.error.is_none() {
+            self.flow.release(credit.bytes(), now);
+            self.flush_acks(now);
+        }
+    }
+
+    /// Asks for a vbucket's failover log; the answer arrives as
+    /// [`Event::FailoverLog`].
+    pub fn request_failover_log(&mut self, vbucket: u16) -> Result<(), CommandError> {
+        if !self.is_ready() {
+            return Err(CommandError::Closed);
+        }
+        let opaque = self
+            .out
+            .send(GetFailoverLog { vbucket, opaque: 0 })
+            .map_err(|_| CommandError::Closed)?;
+        self.pending.insert(
+            opaque,
+            Pending::FailoverLog {
+                vbucket,
+                for_now: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Closes the connection: nothing more is sent or processed. Queued
+    /// events can still be polled.
+    pub fn close(&mut self) {
+        self.fail(ConsumerError::Closed);
+    }
+
+    // ----- internals -----------------------------------------------------
+
+    fn flush_acks(&mut self, now: Instant) {
+        if let Some(bytes) = self.flow.take_ack(now) {
+            // A BUFFER_ACK never fails to encode; on the off chance, the
+            // bytes are simply acked with the next one.
+            if self
+                .out
+                .send(BufferAck {
+                    vbucket: 0,
+                    opaque: 0,
+                    bytes,
+                })
+                .is_ok()
+            {
+                self.stats.buffer_acks_sent += 1;
+            }
+        }
+    }
+
+    /// Releases the credit of a message that yields no event.
+    fn release_now(&mut self, credit: u32, now: Instant) {
+        self.flow.release(credit, now);
+    }
+
+    fn on_ready(&mut self, negotiated: Negotiated, now: Instant) -> Result<(), ConsumerError> {
+        self.flow = ConsumerWindow::new(
+            negotiated.buffer_size,
+            self.config.ack_threshold_percent,
+            self.config.ack_interval,
+        );
+        self.handshake = None;
+        self.last_rx = now;
+        self.negotiated = Some(negotiated.clone());
+        self.events.push_back(Event::Ready(negotiated));
+        let queued: Vec<u16> = self
+            .vbuckets
+            .iter()
+            .filter(|(_, v)| v.stream.is_some())
+            .map(|(vb, _)| *vb)
+            .collect();
+        for vb in queued {
+            self.start_stream(vb)?;
+        }
+        Ok(())
+    }
+
+    /// Sends what a new stream needs first: its request, or the look-ups of
+    /// "now".
+    fn start_stream(&mut self, vbucket: u16) -> Result<(), ConsumerError> {
+        let resolving = self.vbuckets.get(&vbucket).is_some_and(|v| {
+            matches!(
+                v.stream,
+                Some(Stream {
+                    state: StreamState::ResolvingNow { .. },
+                    ..
+                })
+            )
+        });
+        if !resolving {
+            return self.send_stream_request(vbucket);
+        }
+        let opaque = self.out.send(GetFailoverLog { vbucket, opaque: 0 })?;
+        self.pending.insert(
+            opaque,
+            Pending::FailoverLog {
+                vbucket,
+                for_now: true,
+            },
+        );
+        if !self.high_seqnos_in_flight {
+            let opaque = self.out.send(GetAllVbSeqnos {
+                opaque: 0,
+                state: Some(1),
+                collection_id: None,
+            })?;
+            self.pending.insert(opaque, Pending::HighSeqnos);
+            self.high_seqnos_in_flight = true;
+        }
+        Ok(())
+    }
+
+    fn send_stream_request(&mut self, vbucket: u16) -> Result<(), ConsumerError> {
+        let Some(state) = self.vbuckets.get_mut(&vbucket) else {
+            return Ok(());
+        };
+        let Some(stream) = state.stream.as_mut() else {
+            return Ok(());
+        };
+        let resume = state.received.position().resume();
+        let request = StreamRequest {
+            vbucket,
+            opaque: 0,
+            flags: StreamRequestFlags::empty(),
+            start_seqno: resume.start_seqno,
+            end_seqno: stream.end_seqno,
+            vbucket_uuid: resume.vbucket_uuid,
+            snap_start_seqno: resume.snap_start_seqno,
+            snap_end_seqno: resume.snap_end_seqno,
+            value: None,
+        };
+        let opaque = self.out.send(request)?;
+        stream.state = StreamState::Requested { opaque };
+        state.stats.requests += 1;
+        self.pending.insert(
+            opaque,
+            Pending::StreamRequest {
+                vbucket,
+                start: resume.start_seqno,
+            },
+        );
+        Ok(())
+    }
+
+    fn on_response(&mut self, frame: &Frame, now: Instant) -> Result<(), ConsumerError> {
+        if let Some(handshake) = &mut self.handshake {
+            if frame.opaque() != handshake.opaque() {
+                return Err(ProtocolError::UnexpectedResponse {
+                    opcode: frame.opcode(),
+                    opaque: frame.opaque(),
+                }
+                .into());
+            }
+            return match handshake.on_response(frame, &self.config, &mut self.out)? {
+                Progress::Continue => Ok(()),
+                Progress::Ready(negotiated) => self.on_ready(negotiated, now),
+            };
+        }
+        let Some(pending) = self.pending.remove(&frame.opaque()) else {
+            // A reply to a BUFFER_ACK is an error report; the producer
+            // disconnects on its own if it cares.
+            if frame.opcode() == Opcode::DcpBufferAck {
+                return Ok(());
+            }
+            return Err(ProtocolError::UnexpectedResponse {
+                opcode: frame.opcode(),
+                opaque: frame.opaque(),
+            }
+            .into());
+        };
+        let expected = match pending {
+            Pending::StreamRequest { .. } => Opcode::DcpStreamReq,
+            Pending::CloseStream { .. } => Opcode::DcpCloseStream,
+            Pending::FailoverLog { .. } => Opcode::DcpGetFailoverLog,
+            Pending::HighSeqnos => Opcode::GetAllVbSeqnos,
+        };
+        if frame.opcode() != expected {
+            return Err(ProtocolError::MismatchedResponse {
+                expected,
+                got: frame.opcode(),
+            }
+            .into());
+        }
+        match pending {
+            Pending::StreamRequest { vbucket, start } => {
+                let response = StreamRequestResponse::decode(frame)?;
+                self.on_stream_response(vbucket, start, response, now)
+            }
+            Pending::CloseStream { vbucket } => {
+                let response = StatusResponse::decode(frame)?;
+                self.on_close_response(vbucket, response.status);
+                Ok(())
+            }
+            Pending::FailoverLog { vbucket, for_now } => {
+                let response = FailoverLogResponse::decode(frame)?;
+                self.on_failover_log(vbucket, for_now, response)
+            }
+            Pending::HighSeqnos => {
+                self.high_seqnos_in_flight = false;
+                let response = GetAllVbSeqnosResponse::decode(frame)?;
+                self.on_high_seqnos(response)
+            }
+        }
+    }
+
+    fn on_stream_response(
+        &mut self,
+        vbucket: u16,
+        start: u64,
+        response: StreamRequestResponse,
+        now: Instant,
+    ) -> Result<(), ConsumerError> {
+        let Some(state) = self.vbuckets.get_mut(&vbucket) else {
+            return Ok(());
+        };
+        let Some(stream) = state.stream.as_mut() else {
+            return Ok(());
+        };
+        let opaque = response.opaque;
+        match response.outcome {
+            StreamRequestOutcome::Accepted(failover_log) => {
+                stream.state = StreamState::Open { opaque };
+                stream.rollbacks_in_a_row = 0;
+                stream.retry_delay = None;
+                let close = std::mem::take(&mut stream.close_when_open);
+                state.received.set_failover_log(failover_log.clone());
+                self.streams_by_opaque.insert(opaque, vbucket);
+                self.events.push_back(Event::StreamOpened {
+                    vbucket,
+                    failover_log,
+                });
+                if close {
+                    self.close_stream(vbucket)
+                        .map_err(|_| ConsumerError::Closed)?;
+                }
+                Ok(())
+            }
+            StreamRequestOutcome::Rollback(seqno) => {
+                if seqno > start || (seqno == start && seqno != 0) {
+                    return Err(ProtocolError::RollbackAhead { seqno, start }.into());
+                }
+                stream.rollbacks_in_a_row += 1;
+                state.stats.rollbacks += 1;
+                if stream.rollbacks_in_a_row > self.config.max_rollbacks {
+                    state.stream = None;
+                    self.events.push_back(Event::StreamFailed {
+                        vbucket,
+                        status: Status::Rollback,
+                        body: Bytes::from_static(b"too many rollbacks in a row"),
+                    });
+                    return Ok(());
+                }
+                state.received.rollback(seqno);
+                self.events.push_back(Event::Rollback { vbucket, seqno });
+                if stream.close_when_open {
+                    state.stream = None;
+                    self.events.push_back(Event::StreamEnded {
+                        vbucket,
+                        reason: StreamEndReason::Closed,
+                        credit: Credit::NONE,
+                    });
+                    return Ok(());
+                }
+                match self.config.rollback {
+                    RollbackMode::Automatic => self.send_stream_request(vbucket),
+                    RollbackMode::Confirm => {
+                        stream.state = StreamState::AwaitingRollbackConfirm;
+                        Ok(())
+                    }
+                }
+            }
+            StreamRequestOutcome::Failed { status, body } => {
+                if matches!(status, Status::Etmpfail | Status::Enomem | Status::Ebusy) {
+                    let delay = stream
+                        .next_retry_delay(self.config.retry_delay, self.config.max_retry_delay);
+                    stream.state = StreamState::RetryAt(now + delay);
+                } else {
+                    state.stream = None;
+                    self.events.push_back(Event::StreamFailed {
+                        vbucket,
+                        status,
+                        body,
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn on_close_response(&mut self, vbucket: u16, status: Status) {
+        let stream_end_follows = self
+            .negotiated
+            .as_ref()
+            .is_some_and(|n| n.stream_end_on_close);
+        let Some(state) = self.vbuckets.get_mut(&vbucket) else {
+            return;
+        };
+        let Some(Stream {
+            state: StreamState::Closing { opaque },
+            ..
+        }) = state.stream
+        else {
+            // Already ended (its STREAM_END crossed our close).
+            return;
+        };
+        // KEY_ENOENT: the stream ended on its own and its STREAM_END is in
+        // flight; that message will finish it.
+        if stream_end_follows && status == Status::Success {
+            return;
+        }
+        if status == Status::KeyEnoent && stream_end_follows {
+            return;
+        }
+        state.stream = None;
+        self.streams_by_opaque.remove(&opaque);
+        self.retired.retire(opaque, Retired::Closed);
+        self.events.push_back(Event::StreamEnded {
+            vbucket,
+            reason: StreamEndReason::Closed,
+            credit: Credit::NONE,
+        });
+    }
+
+    fn on_failover_log(
+        &mut self,
+        vbucket: u16,
+        for_now: bool,
+        response: FailoverLogResponse,
+    ) -> Result<(), ConsumerError> {
+        if !for_now {
+            if response.status.is_success() {
+                self.events.push_back(Event::FailoverLog {
+                    vbucket,
+                    failover_log: response.log,
+                });
+            }
+            return Ok(());
+        }
+        let Some(state) = self.vbuckets.get_mut(&vbucket) else {
+            return Ok(());
+        };
+        let Some(stream) = state.stream.as_mut() else {
+            return Ok(());
+        };
+        if !response.status.is_success() {
+            state.stream = None;
+            self.events.push_back(Event::StreamFailed {
+                vbucket,
+                status: response.status,
+                body: response.error_body,
+            });
+            return Ok(());
+        }
+        if let StreamState::ResolvingNow { failover_log, .. } = &mut stream.state {
+            *failover_log = Some(response.log);
+        }
+        self.maybe_request_from_now(vbucket)
+    }
+
+    fn on_high_seqnos(&mut self, response: GetAllVbSeqnosResponse) -> Result<(), ConsumerError> {
+        let resolving: Vec<u16> = self
+            .vbuckets
+            .iter()
+            .filter(|(_, v)| {
+                matches!(
+                    v.stream,
+                    Some(Stream {
+                        state: StreamState::ResolvingNow {
+                            high_seqno: None,
+                            ..
+                        },
+                        ..
+                    })
+                )
+            })
+            .map(|(vb, _)| *vb)
+            .collect();
+        for vb in resolving {
+            let seqno = response
+                .entries
+                .iter()
+                .find(|(v, _)| *v == vb)
+                .map(|(_, s)| *s);
+            let Some(state) = self.vbuckets.get_mut(&vb) else {
+                continue;
+            };
+            match (seqno, response.status.is_success()) {
+                (Some(seqno), true) => {
+                    state.stats.high_seqno = Some(seqno);
+                    if let Some(Stream {
+                        state: StreamState::ResolvingNow { high_seqno, .. },
+                        ..
+                    }) = &mut state.stream
+                    {
+                        *high_seqno = Some(seqno);
+                    }
+                    self.maybe_request_from_now(vb)?;
+                }
+                _ => {
+                    // Not an active vbucket here.
+                    state.stream = None;
+                    self.events.push_back(Event::StreamFailed {
+                        vbucket: vb,
+                        status: if response.status.is_success() {
+                            Status::NotMyVbucket
+                        } else {
+                            response.status
+                        },
+                        body: Bytes::new(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_request_from_now(&mut self, vbucket: u16) -> Result<(), ConsumerError> {
+        let Some(state) = self.vbuckets.get_mut(&vbucket) else {
+            return Ok(());
+        };
+        let Some(Stream {
+            state:
+                StreamState::ResolvingNow {
+                    failover_log: Some(log),
+                    high_seqno: Some(seqno),
+                },
+            ..
+        }) = &state.stream
+        else {
+            return Ok(());
+        };
+        state.reset(StreamPosition::at(log.clone(), *seqno));
+        self.send_stream_request(vbucket)
+    }
+
+    fn on_request(&mut self, frame: Frame, now: Instant) -> Result<(), ConsumerError> {
+        if self.handshake.is_some() {
+            return Err(ProtocolError::UnexpectedRequest(frame.opcode()).into());
+        }
+        if frame.opcode() == Opcode::DcpNoop {
+            // Answered at once, outside flow control and back-pressure.
+            self.out
+                .queue(&Message::StatusResponse(StatusResponse::success(
+                    Opcode::DcpNoop,
+                    frame.opaque(),
+                )))?;
+            self.stats.noops_answered += 1;
+            return Ok(());
+        }
+        if !is_stream_message(frame.opcode()) {
+            return Err(ProtocolError::UnexpectedRequest(frame.opcode()).into());
+        }
+        let credit = flow_control_size(frame.opcode(), frame.wire_len());
+        self.flow.on_received(credit);
+        let opaque = frame.opaque();
+        let Some(&vbucket) = self.streams_by_opaque.get(&opaque) else {
+            return match self.retired.get(opaque) {
+                // Stragglers of a stream closed without STREAM_END.
+                Some(Retired::Closed) => {
+                    self.release_now(credit, now);
+                    Ok(())
+                }
+                _ => Err(ProtocolError::UnknownStream {
+                    opcode: frame.opcode(),
+                    opaque,
+                }
+                .into()),
+            };
+        };
+        if frame.vbucket() != vbucket {
+            return Err(ProtocolError::WrongVbucket {
+                opcode: frame.opcode(),
+                expected: vbucket,
+                got: frame.vbucket(),
+            }
+            .into());
+        }
+        let message = Message::decode(&frame)?;
+        let Some(state) = self.vbuckets.get_mut(&vbucket) else {
+            return Ok(());
+        };
+        let outcome = stream::receive(state, message, Credit(credit), &mut self.out)
+            .map_err(|violation| ConsumerError::Violation { vbucket, violation })?;
+        match outcome {
+            stream::Received::Event(event) => self.events.push_back(event),
+            stream::Received::Dropped => self.release_now(credit, now),
+            stream::Received::Ended(event) => {
+                state.stream = None;
+                self.streams_by_opaque.remove(&opaque);
+                self.retired.retire(opaque, Retired::Ended);
+                self.events.push_back(event);
+            }
+            stream::Received::Unexpected => {
+                return Err(ProtocolError::UnexpectedRequest(frame.opcode()).into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Producer requests that belong to a stream (and count for flow control).
+fn is_stream_message(opcode: Opcode) -> bool {
+    matches!(
+        opcode,
+        Opcode::DcpStreamEnd
+            | Opcode::DcpSnapshotMarker
+            | Opcode::DcpMutation
+            | Opcode::DcpDeletion
+            | Opcode::DcpExpiration
+            | Opcode::DcpSetVbucketState
+            | Opcode::DcpSystemEvent
+            | Opcode::DcpPrepare
+            | Opcode::DcpCommit
+            | Opcode::DcpAbort
+            | Opcode::DcpSeqnoAdvanced
+            | Opcode::DcpOsoSnapshot
+            | Opcode::DcpCacheTransfer
+            | Opcode::DcpCacheTransferEnd
+    )
+}
+
+fn set_credit(event: &mut Event, credit: Credit) {
+    match event {
+        Event::SnapshotMarker(_, c)
+        | Event::Mutation(_, c)
+        | Event::Deletion(_, c)
+        | Event::Expiration(_, c)
+        | Event::SystemEvent(_, c)
+        | Event::SeqnoAdvanced(_, c)
+        | Event::OsoSnapshot(_, c)
+        | Event::Prepare(_, c)
+        | Event::Commit(_, c)
+        | Event::Abort(_, c) => *c = credit,
+        Event::StreamEnded { credit: c, .. } => *c = credit,
+        _ => {}
+    }
+}
