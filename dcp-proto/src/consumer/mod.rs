@@ -390,18 +390,7 @@ impl Consumer {
         let resolving_now = matches!(start, StreamStart::Now);
         match start {
             StreamStart::Beginning => state.reset(StreamPosition::default()),
-            StreamStart::Position(position) => {
-                let resume = position.resume();
-                if resume.snap_start_seqno > resume.start_seqno
-                    || resume.start_seqno > resume.snap_end_seqno
-                {
-                    return Err(CommandError::InvalidPosition {
-                        vbucket,
-                        reason: "snap_start <= start <= snap_end does not hold",
-                    });
-                }
-                state.reset(position)
-            }
+            StreamStart::Position(position) => state.reset(position),
             StreamStart::Resume | StreamStart::Now => {}
         }
         if state.received.last_seqno() > end {

@@ -138,3 +138,9 @@ messages! {
         SaslAuth | SaslStep => SaslResponse,
     }
 }
+
+impl From<StatusResponse> for Message {
+    fn from(m: StatusResponse) -> Message {
+        Message::StatusResponse(m)
+    }
+}
