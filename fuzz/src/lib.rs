@@ -5,9 +5,16 @@
 //! Every function must return normally for any input: a panic is a bug in
 //! `dcp-proto` (or a broken invariant asserted here).
 
+use std::time::{Duration, Instant};
+
 use bytes::{Bytes, BytesMut};
 use dcp_proto::codec::{Frame, FrameDecoder, HEADER_LEN, Header};
-use dcp_proto::msg::{CollectionKey, FailoverLog, Message, XattrValue, read_leb128_u32};
+use dcp_proto::consumer::{Consumer, ConsumerConfig, StreamStart};
+use dcp_proto::msg::client::HelloResponse;
+use dcp_proto::msg::{
+    CollectionKey, FailoverEntry, FailoverLog, Message, StatusResponse, StreamRequestResponse,
+    XattrValue, read_leb128_u32,
+};
 
 /// Header decoding: never panics; a decoded header re-encodes to its bytes.
 pub fn header(data: &[u8]) {
@@ -140,6 +147,90 @@ pub fn value_parsers(data: &[u8]) {
     }
 }
 
+/// A consumer past its handshake, streaming vbuckets 0 and 1 (whose stream
+/// opaques are returned), flow control on with a small window.
+pub fn ready_consumer(now: Instant) -> (Consumer, [u32; 2]) {
+    let config = ConsumerConfig::new("fuzz", "default").with_buffer_size(4096);
+    let mut consumer = Consumer::new(config, "nonce", now).expect("consumer");
+    consumer
+        .open_stream(0, StreamStart::Beginning, None)
+        .expect("open 0");
+    consumer
+        .open_stream(1, StreamStart::Beginning, Some(1000))
+        .expect("open 1");
+    let mut decoder = FrameDecoder::new();
+    let mut tx = BytesMut::new();
+    let mut opaques = Vec::new();
+    while opaques.len() < 2 {
+        consumer.poll_transmit(&mut tx);
+        let frame = decoder.decode(&mut tx).expect("valid").expect("a request");
+        let mut rx = BytesMut::new();
+        match Message::decode(&frame).expect("typed") {
+            Message::Hello(h) => HelloResponse::success(h.opaque, h.features).encode(&mut rx),
+            Message::StreamRequest(r) => {
+                opaques.push(r.opaque);
+                let log = FailoverLog::new(vec![FailoverEntry {
+                    vbucket_uuid: 7,
+                    seqno: 0,
+                }]);
+                StreamRequestResponse::accepted(r.opaque, log).encode(&mut rx)
+            }
+            _ => StatusResponse::success(frame.opcode(), frame.opaque()).encode(&mut rx),
+        }
+        .expect("encodes");
+        consumer.handle_input(&mut rx, now).expect("handshake");
+    }
+    while consumer.poll_event().is_some() {}
+    (consumer, [opaques[0], opaques[1]])
+}
+
+/// The consumer's whole input path: producer bytes in chunks, with time
+/// passing and acks given or withheld. Each control byte: low 6 bits = chunk
+/// length (or seconds/5 to advance), bit 6 = advance the clock instead of
+/// reading, bit 7 = ack the events polled after this chunk.
+pub fn consumer(data: &[u8]) {
+    let start = Instant::now();
+    let (mut consumer, _) = ready_consumer(start);
+    let mut now = start;
+    let mut rx = BytesMut::new();
+    let mut tx = BytesMut::new();
+    let mut rest = data;
+    while let Some((&control, tail)) = rest.split_first() {
+        let n = usize::from(control & 0x3f);
+        let result = if control & 0x40 != 0 {
+            rest = tail;
+            now += Duration::from_secs(5 * n as u64);
+            consumer.handle_timeout(now)
+        } else {
+            let (chunk, after) = tail.split_at(n.min(tail.len()));
+            rest = after;
+            rx.extend_from_slice(chunk);
+            consumer.handle_input(&mut rx, now)
+        };
+        while let Some(event) = consumer.poll_event() {
+            if control & 0x80 != 0 {
+                consumer.ack(event.credit());
+            }
+        }
+        consumer.poll_transmit(&mut tx);
+        tx.clear();
+        let stats = consumer.stats();
+        assert!(stats.acked_bytes <= stats.flow_bytes_received);
+        if result.is_err() {
+            assert!(consumer.is_closed());
+            assert!(
+                consumer.handle_input(&mut rx, now).is_err(),
+                "errors are sticky"
+            );
+            break;
+        }
+    }
+    for position in consumer.checkpoint().vbuckets.values() {
+        let r = position.resume();
+        assert!(r.snap_start_seqno <= r.start_seqno && r.start_seqno <= r.snap_end_seqno);
+    }
+}
+
 #[cfg(test)]
 mod replay {
     //! Replays the committed seeds (and any local corpus) through every
@@ -206,6 +297,105 @@ mod replay {
         }
         for s in inputs("message_by_opcode") {
             super::message_by_opcode(&s);
+        }
+    }
+
+    #[test]
+    fn consumer_seeds() {
+        let seeds = inputs("consumer");
+        assert!(!seeds.is_empty(), "consumer seeds present");
+        for s in &seeds {
+            super::consumer(s);
+        }
+        // Raw frames as producer input, in one chunk each.
+        for s in seeds_frames() {
+            let mut input = Vec::new();
+            for chunk in s.chunks(63) {
+                input.push(0x80 | chunk.len() as u8);
+                input.extend_from_slice(chunk);
+            }
+            super::consumer(&input);
+        }
+    }
+
+    fn seeds_frames() -> Vec<Vec<u8>> {
+        inputs("frames")
+    }
+
+    /// Writes the consumer seeds: valid streams for both vbuckets, with the
+    /// opaques the ready consumer uses. Run with `--ignored` after changing
+    /// the handshake.
+    #[test]
+    #[ignore]
+    fn write_consumer_seeds() {
+        use bytes::{Bytes, BytesMut};
+        use dcp_proto::codec::Datatype;
+        use dcp_proto::msg::{
+            DcpNoop, MarkerFormat, Mutation, SeqnoAdvanced, SnapshotFlags, SnapshotMarker,
+            StreamEnd, StreamEndReason,
+        };
+        let (_, opaques) = super::ready_consumer(std::time::Instant::now());
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/consumer");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, vb) in [("stream-vb0", 0u16), ("stream-vb1-end", 1)] {
+            let opaque = opaques[usize::from(vb)];
+            let mut wire = BytesMut::new();
+            SnapshotMarker {
+                vbucket: vb,
+                opaque,
+                stream_id: None,
+                start: 1,
+                end: 6,
+                flags: SnapshotFlags::MEMORY,
+                format: MarkerFormat::V1,
+            }
+            .encode(&mut wire)
+            .unwrap();
+            for seqno in [1u64, 2, 4] {
+                Mutation {
+                    vbucket: vb,
+                    opaque,
+                    stream_id: None,
+                    cas: seqno,
+                    datatype: Datatype::JSON,
+                    by_seqno: seqno,
+                    rev_seqno: 1,
+                    flags: 0,
+                    expiration: 0,
+                    lock_time: 0,
+                    nru: 0,
+                    key: Bytes::from(format!("key{seqno}")),
+                    value: Bytes::from_static(b"{\"a\":1}"),
+                }
+                .encode(&mut wire)
+                .unwrap();
+            }
+            DcpNoop { opaque: 10000001 }.encode(&mut wire).unwrap();
+            SeqnoAdvanced {
+                vbucket: vb,
+                opaque,
+                stream_id: None,
+                seqno: 6,
+            }
+            .encode(&mut wire)
+            .unwrap();
+            if vb == 1 {
+                StreamEnd {
+                    vbucket: vb,
+                    opaque,
+                    stream_id: None,
+                    reason: StreamEndReason::Ok,
+                }
+                .encode(&mut wire)
+                .unwrap();
+            }
+            let mut input = Vec::new();
+            for (i, chunk) in wire.chunks(40).enumerate() {
+                input.push(chunk.len() as u8 | if i % 2 == 0 { 0x80 } else { 0 });
+                input.extend_from_slice(chunk);
+            }
+            input.push(0x40 | 50); // 250 s of silence: dead connection
+            std::fs::write(dir.join(name), input).unwrap();
         }
     }
 
