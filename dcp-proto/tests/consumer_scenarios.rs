@@ -1116,3 +1116,58 @@ fn commands_are_validated() {
         Err(CommandError::Closed)
     );
 }
+
+#[test]
+fn noops_during_the_handshake_are_answered() {
+    let mut s = Script::new(config());
+    let Message::Hello(hello) = s.one() else {
+        panic!()
+    };
+    s.feed_ok(HelloResponse::success(hello.opaque, hello.features.clone()));
+    s.feed_ok(DcpNoop { opaque: 77 });
+    let sent = s.sent();
+    assert!(matches!(&sent[0], Message::SelectBucket(_)));
+    assert!(matches!(&sent[1], Message::StatusResponse(r) if r.opaque == 77));
+    s.ok(&sent[0]);
+    s.accept_rest();
+}
+
+#[test]
+fn oso_snapshot_resumes_from_before_it_until_it_ends() {
+    use dcp_proto::msg::{OsoFlags, OsoSnapshot};
+    let (mut s, opaque) = streaming(config().with_auto_ack(true));
+    let oso = |flags| OsoSnapshot {
+        vbucket: 0,
+        opaque,
+        stream_id: None,
+        flags,
+    };
+    s.feed_ok(oso(OsoFlags::START));
+    // Key order, not seqno order; no marker needed.
+    for seqno in [7, 2, 9, 4] {
+        s.feed_ok(mutation(0, opaque, seqno, &format!("k{seqno}")));
+    }
+    s.events();
+    assert_eq!(
+        s.consumer.position(0).unwrap().last_seqno,
+        0,
+        "not a resume point yet"
+    );
+    s.feed_ok(SeqnoAdvanced {
+        vbucket: 0,
+        opaque,
+        stream_id: None,
+        seqno: 12,
+    });
+    s.feed_ok(oso(OsoFlags::END));
+    s.events();
+    let p = s.consumer.position(0).unwrap();
+    assert_eq!(
+        (p.last_seqno, p.snapshot_start, p.snapshot_end),
+        (12, 12, 12)
+    );
+    // Normal snapshots continue above it.
+    s.feed_ok(marker(0, opaque, 13, 13));
+    s.feed_ok(mutation(0, opaque, 13, "n"));
+    assert_eq!(s.events().len(), 2);
+}

@@ -934,11 +934,9 @@ impl Consumer {
     }
 
     fn on_request(&mut self, frame: Frame, now: Instant) -> Result<(), ConsumerError> {
-        if self.handshake.is_some() {
-            return Err(ProtocolError::UnexpectedRequest(frame.opcode()).into());
-        }
         if frame.opcode() == Opcode::DcpNoop {
-            // Answered at once, outside flow control and back-pressure.
+            // Answered at once, outside flow control and back-pressure; noops
+            // may start as soon as enable_noop is accepted, mid-handshake.
             self.out
                 .queue(&Message::StatusResponse(StatusResponse::success(
                     Opcode::DcpNoop,
@@ -946,6 +944,9 @@ impl Consumer {
                 )))?;
             self.stats.noops_answered += 1;
             return Ok(());
+        }
+        if self.handshake.is_some() {
+            return Err(ProtocolError::UnexpectedRequest(frame.opcode()).into());
         }
         if !is_stream_message(frame.opcode()) {
             return Err(ProtocolError::UnexpectedRequest(frame.opcode()).into());
