@@ -82,25 +82,25 @@ fn stream(mut size: impl FnMut(&mut Rng) -> usize) -> (Bytes, u64) {
     (buf.freeze(), frames)
 }
 
-fn decode_frames(mut buf: BytesMut) -> usize {
+fn decode_frames(mut buf: BytesMut) -> (usize, BytesMut) {
     let mut decoder = FrameDecoder::new();
     let mut n = 0;
     while let Ok(Some(frame)) = decoder.decode(&mut buf) {
         black_box(&frame);
         n += 1;
     }
-    n
+    (n, buf)
 }
 
-fn decode_messages(mut buf: BytesMut) -> usize {
+fn decode_messages(mut buf: BytesMut) -> (usize, BytesMut) {
     let mut decoder = FrameDecoder::new();
     let mut n = 0;
     while let Ok(Some(frame)) = decoder.decode(&mut buf) {
-        let msg = Message::decode(&frame).expect("valid stream");
+        let msg = Message::from_frame(frame).expect("valid stream");
         black_box(&msg);
         n += 1;
     }
-    n
+    (n, buf)
 }
 
 fn bench(c: &mut Criterion) {
@@ -118,14 +118,14 @@ fn bench(c: &mut Criterion) {
             b.iter_batched(
                 || BytesMut::from(&bytes[..]),
                 decode_frames,
-                BatchSize::SmallInput,
+                BatchSize::PerIteration,
             )
         });
         group.bench_function(format!("messages/{name}"), |b| {
             b.iter_batched(
                 || BytesMut::from(&bytes[..]),
                 decode_messages,
-                BatchSize::SmallInput,
+                BatchSize::PerIteration,
             )
         });
         group.throughput(Throughput::Elements(frames));
@@ -133,7 +133,7 @@ fn bench(c: &mut Criterion) {
             b.iter_batched(
                 || BytesMut::from(&bytes[..]),
                 decode_messages,
-                BatchSize::SmallInput,
+                BatchSize::PerIteration,
             )
         });
     }

@@ -79,6 +79,7 @@ impl FrameDecoder {
     /// Peeks the header of the next frame and checks it against the maximum.
     ///
     /// `Ok(None)` while fewer than 24 bytes are buffered.
+    #[inline]
     pub fn peek_header(&mut self, buf: &[u8]) -> Result<Option<Header>, DecodeError> {
         if let Some(err) = &self.failed {
             return Err(err.clone());
@@ -114,6 +115,7 @@ impl FrameDecoder {
     ///
     /// Returns `Ok(None)` if more bytes are needed; in that case, once the
     /// header is known, `buf` has been reserved to hold the rest of the frame.
+    #[inline]
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
         let Some(header) = self.peek_header(buf)? else {
             return Ok(None);

@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::datatype::Datatype;
 use super::error::{DecodeError, DecodeErrorKind, EncodeError};
@@ -65,32 +65,38 @@ impl Frame {
 
     /// Builds a frame from a header already validated against `bytes`
     /// (used by [`crate::codec::FrameDecoder`]).
+    #[inline]
     pub(crate) fn from_parts(header: Header, bytes: Bytes) -> Frame {
         debug_assert_eq!(bytes.len(), header.frame_len());
         Frame { header, bytes }
     }
 
     /// The decoded header.
+    #[inline]
     pub fn header(&self) -> &Header {
         &self.header
     }
 
     /// The magic.
+    #[inline]
     pub fn magic(&self) -> Magic {
         self.header.magic
     }
 
     /// The opcode.
+    #[inline]
     pub fn opcode(&self) -> Opcode {
         self.header.opcode
     }
 
     /// The opaque.
+    #[inline]
     pub fn opaque(&self) -> u32 {
         self.header.opaque
     }
 
     /// The vbucket (requests).
+    #[inline]
     pub fn vbucket(&self) -> u16 {
         self.header.vbucket()
     }
@@ -101,16 +107,19 @@ impl Frame {
     }
 
     /// The CAS.
+    #[inline]
     pub fn cas(&self) -> u64 {
         self.header.cas
     }
 
     /// The datatype.
+    #[inline]
     pub fn datatype(&self) -> Datatype {
         self.header.datatype
     }
 
     /// Whether this is a request (0x80, 0x82, 0x08).
+    #[inline]
     pub fn is_request(&self) -> bool {
         self.header.magic.is_request()
     }
@@ -135,6 +144,7 @@ impl Frame {
         self.bytes.len()
     }
 
+    #[inline]
     fn section(&self, start: usize, len: usize) -> &[u8] {
         self.bytes.get(start..start + len).unwrap_or_default()
     }
@@ -145,6 +155,7 @@ impl Frame {
     }
 
     /// The extras.
+    #[inline]
     pub fn extras(&self) -> &[u8] {
         self.section(
             self.header.extras_offset(),
@@ -158,6 +169,7 @@ impl Frame {
     }
 
     /// The key, as a zero-copy slice of the frame.
+    #[inline]
     pub fn key(&self) -> Bytes {
         let start = self.header.key_offset();
         self.bytes
@@ -172,8 +184,27 @@ impl Frame {
     }
 
     /// The value, as a zero-copy slice of the frame.
+    #[inline]
     pub fn value(&self) -> Bytes {
         self.bytes.slice(self.header.value_offset()..)
+    }
+
+    /// Consumes the frame, returning its key and value as zero-copy slices.
+    ///
+    /// Cheaper than [`key`](Self::key) plus [`value`](Self::value) when the
+    /// frame is no longer needed: one reference-count update instead of two.
+    #[inline]
+    pub fn into_key_value(self) -> (Bytes, Bytes) {
+        let key_at = self.header.key_offset();
+        let value_at = self.header.value_offset();
+        let mut key = self.bytes;
+        if value_at > key.len() || key_at > value_at {
+            // Unreachable for a validated header; stay panic-free anyway.
+            return (Bytes::new(), Bytes::new());
+        }
+        let value = key.split_off(value_at);
+        key.advance(key_at);
+        (key, value)
     }
 
     /// Iterates the framing extras' frame infos.
@@ -182,6 +213,7 @@ impl Frame {
     }
 
     /// The DCP stream id carried in the framing extras, if any.
+    #[inline]
     pub fn stream_id(&self) -> Result<Option<u16>, DecodeError> {
         if self.header.framing_extras_len == 0 {
             return Ok(None);

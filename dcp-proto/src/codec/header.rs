@@ -131,6 +131,7 @@ impl Header {
     /// assert_eq!(header.opaque, 5);
     /// # Ok::<(), dcp_proto::codec::DecodeError>(())
     /// ```
+    #[inline]
     pub fn decode(buf: &[u8]) -> Result<Header, DecodeError> {
         let Some(bytes) = buf.first_chunk::<HEADER_LEN>() else {
             return Err(DecodeError::new(

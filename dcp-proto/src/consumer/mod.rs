@@ -976,7 +976,8 @@ impl Consumer {
             }
             .into());
         }
-        let message = Message::decode(&frame)?;
+        let opcode = frame.opcode();
+        let message = Message::from_frame(frame)?;
         let Some(state) = self.vbuckets.get_mut(&vbucket) else {
             return Ok(());
         };
@@ -992,7 +993,7 @@ impl Consumer {
                 self.events.push_back(event);
             }
             stream::Received::Unexpected => {
-                return Err(ProtocolError::UnexpectedRequest(frame.opcode()).into());
+                return Err(ProtocolError::UnexpectedRequest(opcode).into());
             }
         }
         Ok(())

@@ -4,6 +4,7 @@
 use crate::codec::{DecodeError, DecodeErrorKind, Frame, Opcode};
 
 /// The frame must be a request with `opcode`.
+#[inline]
 pub(crate) fn request(frame: &Frame, opcode: Opcode) -> Result<(), DecodeError> {
     if frame.opcode() != opcode {
         return Err(frame.error(
@@ -27,6 +28,7 @@ pub(crate) fn request(frame: &Frame, opcode: Opcode) -> Result<(), DecodeError> 
 }
 
 /// The frame must be a response with `opcode`.
+#[inline]
 pub(crate) fn response(frame: &Frame, opcode: Opcode) -> Result<(), DecodeError> {
     if frame.opcode() != opcode {
         return Err(frame.error(
@@ -50,6 +52,7 @@ pub(crate) fn response(frame: &Frame, opcode: Opcode) -> Result<(), DecodeError>
 }
 
 /// The extras must be exactly `N` bytes.
+#[inline]
 pub(crate) fn extras<'f, const N: usize>(
     frame: &'f Frame,
     expected: &'static str,
@@ -70,11 +73,13 @@ pub(crate) fn extras<'f, const N: usize>(
 }
 
 /// The frame must have no extras.
+#[inline]
 pub(crate) fn no_extras(frame: &Frame) -> Result<(), DecodeError> {
     extras::<0>(frame, "0").map(|_| ())
 }
 
 /// The frame must have no key.
+#[inline]
 pub(crate) fn no_key(frame: &Frame) -> Result<(), DecodeError> {
     match frame.header().key_len {
         0 => Ok(()),
@@ -86,6 +91,7 @@ pub(crate) fn no_key(frame: &Frame) -> Result<(), DecodeError> {
 }
 
 /// The frame must have a non-empty key.
+#[inline]
 pub(crate) fn some_key(frame: &Frame) -> Result<(), DecodeError> {
     match frame.header().key_len {
         0 => Err(frame.error(DecodeErrorKind::KeyRequired, frame.header().key_offset())),
@@ -94,6 +100,7 @@ pub(crate) fn some_key(frame: &Frame) -> Result<(), DecodeError> {
 }
 
 /// The frame must have no value.
+#[inline]
 pub(crate) fn no_value(frame: &Frame) -> Result<(), DecodeError> {
     match frame.header().value_len() {
         0 => Ok(()),
@@ -105,6 +112,7 @@ pub(crate) fn no_value(frame: &Frame) -> Result<(), DecodeError> {
 }
 
 /// The frame must have a non-empty value.
+#[inline]
 pub(crate) fn some_value(frame: &Frame) -> Result<(), DecodeError> {
     match frame.header().value_len() {
         0 => Err(frame.error(
@@ -116,6 +124,7 @@ pub(crate) fn some_value(frame: &Frame) -> Result<(), DecodeError> {
 }
 
 /// The CAS must be zero.
+#[inline]
 pub(crate) fn zero_cas(frame: &Frame) -> Result<(), DecodeError> {
     match frame.cas() {
         0 => Ok(()),
@@ -124,6 +133,7 @@ pub(crate) fn zero_cas(frame: &Frame) -> Result<(), DecodeError> {
 }
 
 /// The datatype must only use defined bits.
+#[inline]
 pub(crate) fn valid_datatype(frame: &Frame) -> Result<(), DecodeError> {
     if frame.datatype().is_valid() {
         Ok(())
@@ -133,6 +143,7 @@ pub(crate) fn valid_datatype(frame: &Frame) -> Result<(), DecodeError> {
 }
 
 /// The datatype must be raw (0).
+#[inline]
 pub(crate) fn raw_datatype(frame: &Frame) -> Result<(), DecodeError> {
     if frame.datatype().0 == 0 {
         Ok(())
@@ -142,6 +153,7 @@ pub(crate) fn raw_datatype(frame: &Frame) -> Result<(), DecodeError> {
 }
 
 /// A seqno field must not be zero.
+#[inline]
 pub(crate) fn nonzero_seqno(
     frame: &Frame,
     field: &'static str,
@@ -156,6 +168,7 @@ pub(crate) fn nonzero_seqno(
 }
 
 /// Splits a fixed-size array into big-endian integers.
+#[inline]
 pub(crate) fn be_u64(bytes: &[u8], at: usize) -> u64 {
     bytes
         .get(at..at + 8)
@@ -164,6 +177,7 @@ pub(crate) fn be_u64(bytes: &[u8], at: usize) -> u64 {
 }
 
 /// Reads a big-endian u32 at `at` (0 if out of range; callers check sizes).
+#[inline]
 pub(crate) fn be_u32(bytes: &[u8], at: usize) -> u32 {
     bytes
         .get(at..at + 4)
@@ -172,6 +186,7 @@ pub(crate) fn be_u32(bytes: &[u8], at: usize) -> u32 {
 }
 
 /// Reads a big-endian u16 at `at` (0 if out of range; callers check sizes).
+#[inline]
 pub(crate) fn be_u16(bytes: &[u8], at: usize) -> u16 {
     bytes
         .get(at..at + 2)
@@ -180,12 +195,14 @@ pub(crate) fn be_u16(bytes: &[u8], at: usize) -> u16 {
 }
 
 /// The DCP stream id of a stream message, if any, with framing errors typed.
+#[inline]
 pub(crate) fn stream_id(frame: &Frame) -> Result<Option<u16>, DecodeError> {
     frame.stream_id()
 }
 
 /// The frame must not carry a DCP stream id (messages that never have one,
 /// e.g. PREPARE/COMMIT/ABORT, which are exclusive with stream ids).
+#[inline]
 pub(crate) fn no_stream_id(frame: &Frame) -> Result<(), DecodeError> {
     for info in frame.frame_infos() {
         let info = info?;

@@ -61,6 +61,17 @@ macro_rules! messages {
                 }
             }
 
+            /// Like [`decode`](Self::decode), taking ownership of the frame:
+            /// data messages then keep its buffer without extra reference
+            /// counting. This is the receive path's fast way.
+            #[inline]
+            pub fn from_frame(frame: Frame) -> Result<Message, DecodeError> {
+                if frame.is_request() && frame.opcode() == Opcode::DcpMutation {
+                    return Mutation::from_frame(frame).map(Message::Mutation);
+                }
+                Self::decode(&frame)
+            }
+
             /// Appends the message's frame to `buf`.
             pub fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
                 match self {
