@@ -11,6 +11,11 @@
 //! - [`msg`]: one typed struct per DCP message and per handshake command,
 //!   each with `decode(&Frame)` and `encode(&mut BytesMut)`; collection-id key
 //!   prefixes and xattr sections.
+//! - [`bucket`]: the producer's in-memory data model (vbuckets, checkpoints
+//!   with dedup, a by-seqno disk for backfills, failover logs, writes with
+//!   CAS rules, fault injection).
+//! - [`producer`]: a sans-IO data node serving that bucket: SASL, HELLO, KV,
+//!   STAT and a faithful DCP producer.
 //!
 //! # Decoding a byte stream
 //!
@@ -53,11 +58,13 @@
 )]
 
 pub mod auth;
+pub mod bucket;
 pub mod codec;
 pub mod consumer;
 pub mod failover;
 pub mod flow;
 pub mod msg;
+pub mod producer;
 pub mod session;
 
 /// Compiles the README's examples as doctests.

@@ -1,6 +1,7 @@
 //! Non-DCP commands a DCP client needs around the stream: HELLO, SASL,
 //! SELECT_BUCKET, GET_ERROR_MAP, GET_CLUSTER_CONFIG, GET_ALL_VB_SEQNOS, STAT,
-//! GET_FAILOVER_LOG.
+//! GET_FAILOVER_LOG; and the key-value commands (GET, GAT, SET, ADD, REPLACE,
+//! DELETE, APPEND, PREPEND, INCREMENT, DECREMENT, TOUCH).
 //!
 //! Replies that are only a status (SELECT_BUCKET) decode as
 //! [`StatusResponse`](crate::msg::StatusResponse); GET_FAILOVER_LOG's reply
@@ -12,6 +13,7 @@ mod cluster_config;
 mod error_map;
 mod failover_log;
 mod hello;
+mod kv;
 mod sasl;
 mod select_bucket;
 mod stat;
@@ -21,6 +23,10 @@ pub use cluster_config::{GetClusterConfig, GetClusterConfigResponse, KnownVersio
 pub use error_map::{GetErrorMap, GetErrorMapResponse};
 pub use failover_log::GetFailoverLogRequest;
 pub use hello::{Hello, HelloFeature, HelloResponse};
+pub use kv::{
+    Concat, Counter, CounterResponse, Delete, Get, GetAndTouch, GetResponse, MutationResponse,
+    MutationToken, Store, Touch,
+};
 pub use sasl::{SaslAuth, SaslListMechs, SaslListMechsResponse, SaslResponse, SaslStep};
 pub use select_bucket::SelectBucket;
 pub use stat::{Stat, StatResponse};

@@ -1,0 +1,353 @@
+//! Admin commands over the wire: ns_server's SET_VBUCKET (0x3d), and this
+//! crate's fault-injection command, so that another process (a test
+//! harness, the `dcp` CLI) can fail over, purge, move vbuckets or stall
+//! connections of a running node.
+//!
+//! # The admin command
+//!
+//! A request with opcode [`ADMIN_OPCODE`] (0xef, not a Couchbase opcode: a
+//! real server answers UnknownCommand), the command name as the key and a
+//! JSON object of arguments as the value (datatype JSON, or raw). Only
+//! users in [`NodeConfig::admin_users`](super::NodeConfig::admin_users) may
+//! send it (else EACCESS); no bucket needs to be selected. The response is
+//! SUCCESS with a JSON object value, or EINVAL / NOT_MY_VBUCKET with an
+//! error body `{"error":{"context":"..."}}`.
+//!
+//! | key | arguments | result |
+//! |---|---|---|
+//! | `failover` | `{"vb":5,"lose_last":2}` | `{"vbucket_uuid":"<decimal>","seqno":N}` |
+//! | `purge` | `{"vb":5,"up_to":100}` | `{"purge_seqno":N}` |
+//! | `set_vbucket_state` | `{"vb":5,"state":"active"\|"replica"\|"pending"\|"dead"}` | `{}` |
+//! | `stall` | `{"name":"<dcp name>","on":true}` | `{}` |
+//! | `freeze` | `{"name":"<dcp name>","on":true}` | `{}` |
+//! | `drop` | `{"name":"<dcp name>"}` | `{}` |
+//! | `warmup` | `{"vb":5,"on":true}` | `{}` |
+//! | `memory_full` | `{"on":true}` | `{}` |
+//! | `expire_due` | `{}` | `{"expired":N}` |
+//! | `end_streams` | `{"vb":5,"reason":4}` | `{}` |
+//!
+//! [`AdminCommand`] builds these frames.
+
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use super::connection::Connection;
+use super::context::{Ctx, Deferred};
+use super::error::CloseReason;
+use crate::bucket::BucketError;
+use crate::codec::{Datatype, EncodeError, Frame, FrameHead, Opcode, Status};
+use crate::msg::{StreamEndReason, VbucketState};
+
+/// The opcode of the admin command.
+pub const ADMIN_OPCODE: u8 = 0xef;
+
+/// One fault injection or admin action, as sent with [`ADMIN_OPCODE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AdminCommand {
+    /// [`Bucket::failover`](crate::bucket::Bucket::failover).
+    Failover {
+        /// The vbucket.
+        vb: u16,
+        /// Seqnos lost.
+        #[serde(default)]
+        lose_last: u64,
+    },
+    /// [`Bucket::purge`](crate::bucket::Bucket::purge).
+    Purge {
+        /// The vbucket.
+        vb: u16,
+        /// Purge tombstones up to this seqno.
+        up_to: u64,
+    },
+    /// [`Bucket::set_vbucket_state`](crate::bucket::Bucket::set_vbucket_state).
+    SetVbucketState {
+        /// The vbucket.
+        vb: u16,
+        /// `active`, `replica`, `pending` or `dead`.
+        state: String,
+    },
+    /// [`Node::stall`](super::Node::stall) the DCP connection `name`.
+    Stall {
+        /// DCP connection name.
+        name: String,
+        /// Stall (true) or resume.
+        on: bool,
+    },
+    /// [`Node::freeze`](super::Node::freeze) the DCP connection `name`.
+    Freeze {
+        /// DCP connection name.
+        name: String,
+        /// Freeze (true) or thaw.
+        on: bool,
+    },
+    /// [`Node::drop_connection`](super::Node::drop_connection) for `name`.
+    Drop {
+        /// DCP connection name.
+        name: String,
+    },
+    /// [`Bucket::set_warming_up`](crate::bucket::Bucket::set_warming_up).
+    Warmup {
+        /// The vbucket.
+        vb: u16,
+        /// Warming up (true) or done.
+        on: bool,
+    },
+    /// [`Bucket::set_memory_full`](crate::bucket::Bucket::set_memory_full).
+    MemoryFull {
+        /// Full (true) or not.
+        on: bool,
+    },
+    /// [`Bucket::expire_due`](crate::bucket::Bucket::expire_due).
+    ExpireDue,
+    /// [`Node::end_streams`](super::Node::end_streams) with a STREAM_END
+    /// reason code.
+    EndStreams {
+        /// The vbucket.
+        vb: u16,
+        /// The reason code (e.g. 4 Slow, 5 BackfillFailed, 7 FilterEmpty).
+        reason: u32,
+    },
+}
+
+impl AdminCommand {
+    /// The command's name (the frame's key).
+    pub fn name(&self) -> &'static str {
+        match self {
+            AdminCommand::Failover { .. } => "failover",
+            AdminCommand::Purge { .. } => "purge",
+            AdminCommand::SetVbucketState { .. } => "set_vbucket_state",
+            AdminCommand::Stall { .. } => "stall",
+            AdminCommand::Freeze { .. } => "freeze",
+            AdminCommand::Drop { .. } => "drop",
+            AdminCommand::Warmup { .. } => "warmup",
+            AdminCommand::MemoryFull { .. } => "memory_full",
+            AdminCommand::ExpireDue => "expire_due",
+            AdminCommand::EndStreams { .. } => "end_streams",
+        }
+    }
+
+    /// Appends the request frame to `buf`.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use dcp_proto::producer::AdminCommand;
+    /// let mut buf = BytesMut::new();
+    /// AdminCommand::Failover { vb: 3, lose_last: 2 }.encode(7, &mut buf)?;
+    /// assert_eq!(buf[1], dcp_proto::producer::ADMIN_OPCODE);
+    /// # Ok::<(), dcp_proto::codec::EncodeError>(())
+    /// ```
+    pub fn encode(&self, opaque: u32, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let mut args = serde_json::to_value(self).map_err(|_| EncodeError::InvalidField {
+            field: "args",
+            reason: "JSON serialization failed",
+        })?;
+        if let Some(object) = args.as_object_mut() {
+            object.remove("command");
+        }
+        let value = serde_json::to_vec(&args).unwrap_or_default();
+        FrameHead::request(Opcode::Unknown(ADMIN_OPCODE), 0, opaque)
+            .with_datatype(Datatype::JSON)
+            .encode(buf, &[], &[], self.name().as_bytes(), &value)
+    }
+
+    /// Reads an admin request frame.
+    pub fn decode(frame: &Frame) -> Result<AdminCommand, String> {
+        let name = core::str::from_utf8(frame.key_slice()).map_err(|_| "name is not UTF-8")?;
+        let mut args: serde_json::Value = if frame.value_slice().is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::from_slice(frame.value_slice()).map_err(|e| e.to_string())?
+        };
+        let object = args
+            .as_object_mut()
+            .ok_or("arguments must be a JSON object")?;
+        object.insert("command".to_owned(), serde_json::Value::from(name));
+        serde_json::from_value(args).map_err(|e| e.to_string())
+    }
+}
+
+/// Parses a vbucket state name.
+pub(crate) fn parse_state(name: &str) -> Option<VbucketState> {
+    match name {
+        "active" => Some(VbucketState::Active),
+        "replica" => Some(VbucketState::Replica),
+        "pending" => Some(VbucketState::Pending),
+        "dead" => Some(VbucketState::Dead),
+        _ => None,
+    }
+}
+
+fn error_body(context: &str) -> Bytes {
+    Bytes::from(
+        serde_json::to_vec(&serde_json::json!({ "error": { "context": context } }))
+            .unwrap_or_default(),
+    )
+}
+
+fn reply(
+    conn: &mut Connection,
+    opaque: u32,
+    status: Status,
+    body: Bytes,
+) -> Result<(), CloseReason> {
+    let datatype = if body.is_empty() {
+        Datatype::RAW
+    } else {
+        Datatype::JSON
+    };
+    conn.respond(status, |buf| {
+        FrameHead::response(Opcode::Unknown(ADMIN_OPCODE), status, opaque)
+            .with_datatype(datatype)
+            .encode(buf, &[], &[], &[], &body)
+    })
+}
+
+fn is_admin(conn: &Connection, ctx: &Ctx<'_>) -> bool {
+    conn.user.as_deref().is_some_and(|u| ctx.users.is_admin(u))
+}
+
+fn run(command: AdminCommand, ctx: &mut Ctx<'_>) -> Result<serde_json::Value, BucketError> {
+    let bucket = &mut *ctx.bucket;
+    Ok(match command {
+        AdminCommand::Failover { vb, lose_last } => {
+            let entry = bucket.failover(vb, lose_last)?;
+            serde_json::json!({
+                "vbucket_uuid": entry.vbucket_uuid.to_string(),
+                "seqno": entry.seqno
+            })
+        }
+        AdminCommand::Purge { vb, up_to } => {
+            serde_json::json!({ "purge_seqno": bucket.purge(vb, up_to)? })
+        }
+        AdminCommand::SetVbucketState { vb, state } => {
+            let state = parse_state(&state).ok_or(BucketError::Invalid("unknown vbucket state"))?;
+            bucket.set_vbucket_state(vb, state)?;
+            serde_json::json!({})
+        }
+        AdminCommand::Stall { name, on } => {
+            ctx.deferred.push(Deferred::Stall(name, on));
+            serde_json::json!({})
+        }
+        AdminCommand::Freeze { name, on } => {
+            ctx.deferred.push(Deferred::Freeze(name, on));
+            serde_json::json!({})
+        }
+        AdminCommand::Drop { name } => {
+            ctx.deferred.push(Deferred::Drop(name));
+            serde_json::json!({})
+        }
+        AdminCommand::Warmup { vb, on } => {
+            bucket.set_warming_up(vb, on)?;
+            serde_json::json!({})
+        }
+        AdminCommand::MemoryFull { on } => {
+            bucket.set_memory_full(on);
+            serde_json::json!({})
+        }
+        AdminCommand::ExpireDue => {
+            let expired = bucket.expire_due(ctx.wall_clock);
+            serde_json::json!({ "expired": expired })
+        }
+        AdminCommand::EndStreams { vb, reason } => {
+            ctx.deferred
+                .push(Deferred::EndStreams(vb, StreamEndReason::from_raw(reason)));
+            serde_json::json!({})
+        }
+    })
+}
+
+/// The admin command.
+pub(crate) fn admin(
+    conn: &mut Connection,
+    frame: &Frame,
+    ctx: &mut Ctx<'_>,
+) -> Result<(), CloseReason> {
+    let opaque = frame.opaque();
+    if !is_admin(conn, ctx) {
+        return reply(conn, opaque, Status::Eaccess, Bytes::new());
+    }
+    let command = match AdminCommand::decode(frame) {
+        Ok(command) => command,
+        Err(e) => return reply(conn, opaque, Status::Einval, error_body(&e)),
+    };
+    match run(command, ctx) {
+        Ok(result) => reply(
+            conn,
+            opaque,
+            Status::Success,
+            Bytes::from(serde_json::to_vec(&result).unwrap_or_default()),
+        ),
+        Err(e) => reply(conn, opaque, e.status(), error_body(&e.to_string())),
+    }
+}
+
+/// SET_VBUCKET (0x3d), as ns_server sends it: the state in 1 or 4 bytes
+/// of extras (a JSON topology value is ignored). Admin users only.
+pub(crate) fn set_vbucket(
+    conn: &mut Connection,
+    frame: &Frame,
+    ctx: &mut Ctx<'_>,
+) -> Result<(), CloseReason> {
+    let opaque = frame.opaque();
+    if !is_admin(conn, ctx) {
+        return conn.status(Opcode::SetVbucket, Status::Eaccess, opaque);
+    }
+    let raw = match frame.extras() {
+        [state] => u32::from(*state),
+        [a, b, c, d] => u32::from_be_bytes([*a, *b, *c, *d]),
+        _ => return conn.status(Opcode::SetVbucket, Status::Einval, opaque),
+    };
+    let state = match u8::try_from(raw).map(VbucketState::from_raw) {
+        Ok(
+            state @ (VbucketState::Active
+            | VbucketState::Replica
+            | VbucketState::Pending
+            | VbucketState::Dead),
+        ) => state,
+        _ => return conn.status(Opcode::SetVbucket, Status::Einval, opaque),
+    };
+    let status = match ctx.bucket.set_vbucket_state(frame.vbucket(), state) {
+        Ok(()) => Status::Success,
+        Err(e) => e.status(),
+    };
+    conn.status(Opcode::SetVbucket, status, opaque)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_round_trip() {
+        for command in [
+            AdminCommand::Failover {
+                vb: 3,
+                lose_last: 2,
+            },
+            AdminCommand::Purge { vb: 1, up_to: 9 },
+            AdminCommand::SetVbucketState {
+                vb: 1,
+                state: "dead".to_owned(),
+            },
+            AdminCommand::Stall {
+                name: "n".to_owned(),
+                on: true,
+            },
+            AdminCommand::Drop {
+                name: "n".to_owned(),
+            },
+            AdminCommand::MemoryFull { on: true },
+            AdminCommand::ExpireDue,
+        ] {
+            let mut buf = BytesMut::new();
+            command.encode(1, &mut buf).unwrap();
+            let frame = Frame::parse(buf.freeze()).unwrap();
+            assert_eq!(frame.key_slice(), command.name().as_bytes());
+            assert_eq!(AdminCommand::decode(&frame).unwrap(), command);
+        }
+        assert_eq!(parse_state("replica"), Some(VbucketState::Replica));
+        assert_eq!(parse_state("x"), None);
+    }
+}

@@ -1,0 +1,273 @@
+//! Encoding a stream's messages as the connection negotiated them: the
+//! marker version, DELETION v1/v2, EXPIRATION, value and xattr stripping,
+//! collection-id key prefixes and stream-id framing.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::stream::Outgoing;
+use crate::bucket::{Document, DocumentKind};
+use crate::codec::{Datatype, EncodeError, Opcode};
+use crate::msg::{
+    Deletion, Expiration, MarkerFormat, Mutation, OpenFlags, SeqnoAdvanced, SnapshotFlags,
+    SnapshotMarker, StreamEnd,
+};
+
+/// What the connection negotiated that shapes stream messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EncodeContext {
+    pub(crate) collections: bool,
+    pub(crate) open_flags: OpenFlags,
+    pub(crate) expiry_opcode: bool,
+    pub(crate) marker_v2_2: bool,
+    pub(crate) sync_replication: bool,
+}
+
+/// Which stream a message belongs to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamAddress {
+    pub(crate) vbucket: u16,
+    pub(crate) opaque: u32,
+    pub(crate) stream_id: Option<u16>,
+}
+
+fn without_xattr_bit(datatype: Datatype) -> Datatype {
+    Datatype(datatype.bits() & !Datatype::XATTR.bits())
+}
+
+/// The key as sent: with the default collection's LEB128 prefix (0x00) on
+/// collections connections.
+fn wire_key(doc: &Document, collections: bool) -> Bytes {
+    if collections {
+        let mut key = BytesMut::with_capacity(doc.key.len() + 1);
+        key.put_u8(0);
+        key.put_slice(&doc.key);
+        key.freeze()
+    } else {
+        doc.key.clone()
+    }
+}
+
+/// The xattr section of a stored value (with its length prefix).
+fn xattr_section(doc: &Document) -> Option<Bytes> {
+    let x = doc.xattrs()?;
+    Some(doc.value.slice(..doc.value.len() - x.body.len()))
+}
+
+/// A live document's value and datatype as this connection receives them.
+fn mutation_value(doc: &Document, flags: OpenFlags) -> (Bytes, Datatype) {
+    let include_xattrs = flags.contains(OpenFlags::INCLUDE_XATTRS);
+    let section = if include_xattrs {
+        xattr_section(doc)
+    } else {
+        None
+    };
+    let xattr_only = || match &section {
+        Some(s) => (s.clone(), Datatype::XATTR),
+        None => (Bytes::new(), Datatype::RAW),
+    };
+    if flags.contains(OpenFlags::NO_VALUE) {
+        xattr_only()
+    } else if flags.contains(OpenFlags::NO_VALUE_WITH_UNDERLYING_DATATYPE) {
+        let (value, _) = xattr_only();
+        let datatype = if section.is_some() {
+            doc.datatype
+        } else {
+            without_xattr_bit(doc.datatype)
+        };
+        (value, datatype)
+    } else if include_xattrs {
+        (doc.value.clone(), doc.datatype)
+    } else {
+        (doc.body(), without_xattr_bit(doc.datatype))
+    }
+}
+
+/// A tombstone's value: its (system) xattrs with IncludeXattrs, else empty.
+fn tombstone_value(doc: &Document, flags: OpenFlags) -> (Bytes, Datatype) {
+    match xattr_section(doc) {
+        Some(section) if flags.contains(OpenFlags::INCLUDE_XATTRS) => (section, Datatype::XATTR),
+        _ => (Bytes::new(), Datatype::RAW),
+    }
+}
+
+/// Appends `message` to `buf`; returns its opcode (for flow-control
+/// accounting).
+pub(crate) fn encode(
+    message: &Outgoing,
+    to: StreamAddress,
+    ctx: &EncodeContext,
+    buf: &mut BytesMut,
+) -> Result<Opcode, EncodeError> {
+    let StreamAddress {
+        vbucket,
+        opaque,
+        stream_id,
+    } = to;
+    match message {
+        Outgoing::Marker {
+            start,
+            end,
+            flags,
+            purge_seqno,
+        } => {
+            let disk = flags.contains(SnapshotFlags::DISK);
+            let format = if disk && ctx.marker_v2_2 {
+                MarkerFormat::V2_2 {
+                    max_visible_seqno: *end,
+                    high_completed_seqno: 0,
+                    purge_seqno: *purge_seqno,
+                    high_prepared_seqno: 0,
+                }
+            } else if ctx.sync_replication {
+                MarkerFormat::V2_0 {
+                    max_visible_seqno: *end,
+                    high_completed_seqno: 0,
+                }
+            } else {
+                MarkerFormat::V1
+            };
+            SnapshotMarker {
+                vbucket,
+                opaque,
+                stream_id,
+                start: *start,
+                end: *end,
+                flags: *flags,
+                format,
+            }
+            .encode(buf)?;
+            Ok(Opcode::DcpSnapshotMarker)
+        }
+        Outgoing::Item { doc, from_disk } => {
+            let key = wire_key(doc, ctx.collections);
+            let flags = ctx.open_flags;
+            let delete_times = flags.contains(OpenFlags::INCLUDE_DELETE_TIMES);
+            match doc.kind {
+                DocumentKind::Mutation => {
+                    let (value, datatype) = mutation_value(doc, flags);
+                    Mutation {
+                        vbucket,
+                        opaque,
+                        stream_id,
+                        cas: doc.cas,
+                        datatype,
+                        by_seqno: doc.seqno,
+                        rev_seqno: doc.rev_seqno,
+                        flags: doc.flags,
+                        expiration: doc.expiry,
+                        lock_time: 0,
+                        nru: 0,
+                        key,
+                        value,
+                    }
+                    .encode(buf)?;
+                    Ok(Opcode::DcpMutation)
+                }
+                DocumentKind::Expiration if ctx.expiry_opcode && delete_times => {
+                    let (value, datatype) = tombstone_value(doc, flags);
+                    Expiration {
+                        vbucket,
+                        opaque,
+                        stream_id,
+                        cas: doc.cas,
+                        datatype,
+                        by_seqno: doc.seqno,
+                        rev_seqno: doc.rev_seqno,
+                        delete_time: doc.delete_time,
+                        key,
+                        value,
+                    }
+                    .encode(buf)?;
+                    Ok(Opcode::DcpExpiration)
+                }
+                DocumentKind::Deletion | DocumentKind::Expiration => {
+                    let (value, datatype) = tombstone_value(doc, flags);
+                    // In-memory deletes carry delete time 0 (wire.md §7).
+                    let delete_time =
+                        delete_times.then_some(if *from_disk { doc.delete_time } else { 0 });
+                    Deletion {
+                        vbucket,
+                        opaque,
+                        stream_id,
+                        cas: doc.cas,
+                        datatype,
+                        by_seqno: doc.seqno,
+                        rev_seqno: doc.rev_seqno,
+                        delete_time,
+                        key,
+                        value,
+                    }
+                    .encode(buf)?;
+                    Ok(Opcode::DcpDeletion)
+                }
+            }
+        }
+        Outgoing::SeqnoAdvanced(seqno) => {
+            SeqnoAdvanced {
+                vbucket,
+                opaque,
+                stream_id,
+                seqno: *seqno,
+            }
+            .encode(buf)?;
+            Ok(Opcode::DcpSeqnoAdvanced)
+        }
+        Outgoing::End(reason) => {
+            StreamEnd {
+                vbucket,
+                opaque,
+                stream_id,
+                reason: *reason,
+            }
+            .encode(buf)?;
+            Ok(Opcode::DcpStreamEnd)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::XattrValue;
+
+    fn doc_with_xattrs() -> Document {
+        let mut raw = BytesMut::new();
+        XattrValue::put(&mut raw, &[(b"_s", b"1")], b"{}");
+        Document {
+            key: Bytes::from_static(b"k"),
+            value: raw.freeze(),
+            datatype: Datatype::XATTR | Datatype::JSON,
+            flags: 0,
+            expiry: 0,
+            cas: 1,
+            rev_seqno: 1,
+            seqno: 1,
+            kind: DocumentKind::Mutation,
+            delete_time: 0,
+        }
+    }
+
+    #[test]
+    fn values_are_shaped_by_open_flags() {
+        let doc = doc_with_xattrs();
+        let (v, d) = mutation_value(&doc, OpenFlags::PRODUCER);
+        assert_eq!((&v[..], d), (&b"{}"[..], Datatype::JSON));
+        let (v, d) = mutation_value(&doc, OpenFlags::PRODUCER | OpenFlags::INCLUDE_XATTRS);
+        assert_eq!((v, d), (doc.value.clone(), doc.datatype));
+        let (v, d) = mutation_value(&doc, OpenFlags::PRODUCER | OpenFlags::NO_VALUE);
+        assert_eq!((v.len(), d), (0, Datatype::RAW));
+        let (v, d) = mutation_value(
+            &doc,
+            OpenFlags::PRODUCER | OpenFlags::NO_VALUE_WITH_UNDERLYING_DATATYPE,
+        );
+        assert_eq!((v.len(), d), (0, Datatype::JSON));
+        let (v, d) = mutation_value(
+            &doc,
+            OpenFlags::PRODUCER | OpenFlags::NO_VALUE | OpenFlags::INCLUDE_XATTRS,
+        );
+        assert_eq!(d, Datatype::XATTR);
+        assert!(XattrValue::split(&v).unwrap().body.is_empty());
+        let key = wire_key(&doc, true);
+        assert_eq!(&key[..], b"\x00k");
+    }
+}

@@ -1,0 +1,327 @@
+//! One active stream: where it is in the vbucket, and the next messages it
+//! sends. Messages are produced on demand: a disk backfill reads the
+//! vbucket as of its snapshot end in bounded steps, a memory snapshot takes
+//! one checkpoint's items after the stream's position. Memory stays bounded
+//! by one backfill step or one checkpoint per stream.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::bucket::{Document, VBucket};
+use crate::msg::{SnapshotFlags, StreamEndReason, StreamRequestFlags};
+
+/// A stream's key in its connection: the vbucket and the stream id (when
+/// the connection enabled stream ids).
+pub(crate) type StreamKey = (u16, Option<u16>);
+
+/// What the stream request settled on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StreamParams {
+    pub(crate) vbucket: u16,
+    pub(crate) opaque: u32,
+    pub(crate) stream_id: Option<u16>,
+    pub(crate) flags: StreamRequestFlags,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) vbucket_uuid: u64,
+    pub(crate) snap_start: u64,
+    pub(crate) snap_end: u64,
+    /// The client's `purge_seqno` (0 if absent).
+    pub(crate) remote_purge: u64,
+}
+
+/// A message the stream will send.
+#[derive(Debug, Clone)]
+pub(crate) enum Outgoing {
+    /// A snapshot marker.
+    Marker {
+        start: u64,
+        end: u64,
+        flags: SnapshotFlags,
+        /// The vbucket's purge seqno when the marker was made (v2.2).
+        purge_seqno: u64,
+    },
+    /// A document version.
+    Item {
+        doc: Arc<Document>,
+        /// Read by a backfill (deletions then carry their delete time).
+        from_disk: bool,
+    },
+    /// The stream moved to this seqno through items it does not send.
+    SeqnoAdvanced(u64),
+    /// The last message.
+    End(StreamEndReason),
+}
+
+/// Where the stream reads from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading disk as of `end`, after `cursor`.
+    Backfill {
+        end: u64,
+        cursor: u64,
+        marker_sent: bool,
+        last_item: u64,
+    },
+    /// Reading memory checkpoints after `last_read`.
+    Memory,
+}
+
+/// What a fill needs besides the vbucket.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FillContext {
+    pub(crate) collections: bool,
+    pub(crate) backfill_batch: usize,
+    pub(crate) skip_deletes_in_initial_backfill: bool,
+}
+
+/// One stream of a producer connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Stream {
+    pub(crate) params: StreamParams,
+    /// The highest seqno taken from the vbucket (queued or sent).
+    pub(crate) last_read: u64,
+    /// The highest seqno sent in a data message or SEQNO_ADVANCED.
+    pub(crate) last_sent_seqno: u64,
+    /// The last snapshot marker sent.
+    pub(crate) last_sent_snapshot: Option<(u64, u64)>,
+    first_marker_queued: bool,
+    phase: Phase,
+    ready: VecDeque<Outgoing>,
+    /// A STREAM_END is queued: nothing more is read.
+    ending: bool,
+    pub(crate) items_sent: u64,
+    pub(crate) backfill_items: u64,
+    pub(crate) memory_items: u64,
+}
+
+impl Stream {
+    /// A stream accepted at `params.start`; one with `start >= end` ends at
+    /// once with OK.
+    pub(crate) fn new(params: StreamParams) -> Self {
+        let mut stream = Self {
+            last_read: params.start,
+            last_sent_seqno: params.start,
+            last_sent_snapshot: None,
+            first_marker_queued: false,
+            phase: Phase::Memory,
+            ready: VecDeque::new(),
+            ending: false,
+            items_sent: 0,
+            backfill_items: 0,
+            memory_items: 0,
+            params,
+        };
+        if stream.params.start >= stream.params.end {
+            stream.ready.push_back(Outgoing::End(StreamEndReason::Ok));
+            stream.ending = true;
+        }
+        stream
+    }
+
+    /// Whether a STREAM_END is queued (a CLOSE_STREAM then finds no live
+    /// stream).
+    pub(crate) fn is_ending(&self) -> bool {
+        self.ending
+    }
+
+    /// The state name the `dcp` stats use.
+    pub(crate) fn state_name(&self) -> &'static str {
+        match (self.ending, self.phase) {
+            (true, _) => "dead",
+            (false, Phase::Backfill { .. }) => "backfilling",
+            (false, Phase::Memory) => "in-memory",
+        }
+    }
+
+    /// Messages queued and not sent.
+    pub(crate) fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Takes the next message, if one is queued.
+    pub(crate) fn pop(&mut self) -> Option<Outgoing> {
+        let next = self.ready.pop_front()?;
+        match &next {
+            Outgoing::Item { doc, from_disk } => {
+                // Seqnos strictly increase and lie in the latest marker.
+                debug_assert!(doc.seqno > self.last_sent_seqno);
+                debug_assert!(
+                    self.last_sent_snapshot
+                        .is_some_and(|(s, e)| s <= doc.seqno && doc.seqno <= e)
+                );
+                self.last_sent_seqno = doc.seqno;
+                self.items_sent += 1;
+                if *from_disk {
+                    self.backfill_items += 1;
+                } else {
+                    self.memory_items += 1;
+                }
+            }
+            Outgoing::SeqnoAdvanced(seqno) => self.last_sent_seqno = *seqno,
+            Outgoing::Marker { start, end, .. } => {
+                // start <= end, and each later marker starts after the
+                // previous one's end.
+                debug_assert!(start <= end);
+                debug_assert!(
+                    self.last_sent_snapshot
+                        .is_none_or(|(_, prev)| *start > prev)
+                );
+                self.last_sent_snapshot = Some((*start, *end));
+            }
+            Outgoing::End(_) => {}
+        }
+        Some(next)
+    }
+
+    /// Ends the stream with `reason` after the messages already queued from
+    /// memory (a backfill's buffer is discarded).
+    pub(crate) fn end(&mut self, reason: StreamEndReason, vb: Option<&mut VBucket>) {
+        if self.ending {
+            return;
+        }
+        if matches!(self.phase, Phase::Backfill { .. }) {
+            self.ready.clear();
+        }
+        self.release(vb);
+        self.ready.push_back(Outgoing::End(reason));
+        self.ending = true;
+    }
+
+    /// Releases what the stream holds in the vbucket (a backfill's pin).
+    pub(crate) fn release(&mut self, vb: Option<&mut VBucket>) {
+        if let Phase::Backfill { end, .. } = self.phase {
+            if let Some(vb) = vb {
+                vb.unpin(end);
+            }
+            self.phase = Phase::Memory;
+        }
+    }
+
+    fn queue_marker(&mut self, natural_start: u64, end: u64, flags: SnapshotFlags, purge: u64) {
+        let start = if self.first_marker_queued {
+            natural_start
+        } else {
+            self.first_marker_queued = true;
+            natural_start.min(self.params.snap_start)
+        };
+        self.ready.push_back(Outgoing::Marker {
+            start,
+            end,
+            flags,
+            purge_seqno: purge,
+        });
+    }
+
+    /// Whether a backfill starting after `from` would miss purged
+    /// tombstones the client has not been told about.
+    fn purge_overtook(&self, from: u64, vb: &VBucket) -> bool {
+        let purge = vb.purge_seqno();
+        from != 0
+            && from < purge
+            && self.params.remote_purge != purge
+            && !self
+                .params
+                .flags
+                .contains(StreamRequestFlags::IGNORE_PURGED_TOMBSTONES)
+    }
+
+    /// Queues the next messages if none are queued: a memory snapshot, a
+    /// backfill step, or the STREAM_END once the end seqno is reached.
+    pub(crate) fn fill(&mut self, vb: &mut VBucket, ctx: &FillContext) {
+        while self.ready.is_empty() && !self.ending {
+            match self.phase {
+                Phase::Memory => {
+                    if self.last_read >= self.params.end {
+                        self.end(StreamEndReason::Ok, Some(vb));
+                        return;
+                    }
+                    let low = vb.memory_low_seqno();
+                    if self.last_read.saturating_add(1) < low {
+                        if self.purge_overtook(self.last_read, vb) {
+                            // Internal reason Rollback, sent as StateChanged.
+                            self.end(StreamEndReason::StateChanged, Some(vb));
+                            return;
+                        }
+                        let end = (low - 1).min(self.params.end);
+                        vb.pin(end);
+                        self.phase = Phase::Backfill {
+                            end,
+                            cursor: self.last_read,
+                            marker_sent: false,
+                            last_item: 0,
+                        };
+                        continue;
+                    }
+                    let Some(batch) = vb.batch(self.last_read) else {
+                        return;
+                    };
+                    let (Some(first), Some(last)) = (batch.items.first(), batch.items.last())
+                    else {
+                        return;
+                    };
+                    let (natural, flags) = if batch.at_checkpoint_start {
+                        (
+                            batch.checkpoint_start,
+                            SnapshotFlags::MEMORY | SnapshotFlags::CHECKPOINT,
+                        )
+                    } else {
+                        (first.seqno, SnapshotFlags::MEMORY)
+                    };
+                    let end = last.seqno;
+                    self.queue_marker(natural, end, flags, vb.purge_seqno());
+                    for doc in batch.items {
+                        self.ready.push_back(Outgoing::Item {
+                            doc,
+                            from_disk: false,
+                        });
+                    }
+                    self.last_read = end;
+                }
+                Phase::Backfill {
+                    end,
+                    cursor,
+                    marker_sent,
+                    mut last_item,
+                } => {
+                    if !marker_sent {
+                        self.queue_marker(
+                            cursor + 1,
+                            end,
+                            SnapshotFlags::DISK | SnapshotFlags::CHECKPOINT,
+                            vb.purge_seqno(),
+                        );
+                    }
+                    let skip_deletes =
+                        ctx.skip_deletes_in_initial_backfill && self.params.start == 0;
+                    let scan = vb.scan(cursor, end, ctx.backfill_batch.max(1));
+                    for doc in scan.items {
+                        if skip_deletes && doc.is_deleted() {
+                            continue;
+                        }
+                        last_item = doc.seqno;
+                        self.ready.push_back(Outgoing::Item {
+                            doc,
+                            from_disk: true,
+                        });
+                    }
+                    if scan.cursor >= end {
+                        if ctx.collections && last_item < end {
+                            self.ready.push_back(Outgoing::SeqnoAdvanced(end));
+                        }
+                        self.last_read = end;
+                        vb.unpin(end);
+                        self.phase = Phase::Memory;
+                    } else {
+                        self.phase = Phase::Backfill {
+                            end,
+                            cursor: scan.cursor,
+                            marker_sent: true,
+                            last_item,
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
