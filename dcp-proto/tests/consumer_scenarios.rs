@@ -1171,3 +1171,14 @@ fn oso_snapshot_resumes_from_before_it_until_it_ends() {
     s.feed_ok(mutation(0, opaque, 13, "n"));
     assert_eq!(s.events().len(), 2);
 }
+
+#[test]
+fn sub_second_noop_intervals_are_sent_and_used_as_one_second() {
+    let mut s = Script::new(config().with_noop_interval(Some(Duration::from_millis(200))));
+    s.handshake();
+    let negotiated = s.consumer.negotiated().unwrap();
+    assert_eq!(negotiated.noop_interval, Some(Duration::from_secs(1)));
+    // Dead only after 2 s of silence, matching the producer's 1 s noops.
+    s.advance(Duration::from_millis(1999)).unwrap();
+    assert!(s.advance(Duration::from_millis(1)).is_err());
+}

@@ -103,8 +103,7 @@ fn controls(config: &ConsumerConfig) -> Vec<(ControlSetting, ControlRole)> {
             ControlSetting::required("enable_noop", "true"),
             ControlRole::Noop,
         ));
-        // Whole seconds: older servers refuse fractions.
-        let secs = interval.as_secs().max(1);
+        let secs = sent_noop_interval(interval).as_secs();
         out.push((
             ControlSetting::required("set_noop_interval", secs.to_string()),
             ControlRole::Noop,
@@ -414,7 +413,11 @@ impl Handshake {
 
     fn apply_control(&mut self, role: ControlRole, config: &ConsumerConfig) {
         match role {
-            ControlRole::Noop => self.negotiated.noop_interval = config.noop_interval,
+            // The interval in force is what was sent: whole seconds, at
+            // least one.
+            ControlRole::Noop => {
+                self.negotiated.noop_interval = config.noop_interval.map(sent_noop_interval)
+            }
             ControlRole::BufferSize => self.negotiated.buffer_size = config.buffer_size,
             ControlRole::StreamEndOnClose => self.negotiated.stream_end_on_close = true,
             // Effective only with delete times in DCP_OPEN.
@@ -427,6 +430,12 @@ impl Handshake {
             ControlRole::User => {}
         }
     }
+}
+
+/// The noop interval as sent: whole seconds (older servers refuse
+/// fractions), at least one.
+fn sent_noop_interval(interval: Duration) -> Duration {
+    Duration::from_secs(interval.as_secs().max(1))
 }
 
 /// The server's error context (XERROR JSON) or text, for error messages.
