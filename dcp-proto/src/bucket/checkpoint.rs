@@ -163,27 +163,14 @@ impl Checkpoints {
         Some((start, end))
     }
 
-    /// Forgets everything above `seqno` (unpersisted items lost), then
-    /// opens a new checkpoint at `seqno + 1`.
-    pub(crate) fn truncate(&mut self, seqno: u64) {
-        self.list.retain(|c| c.start <= seqno);
-        for checkpoint in &mut self.list {
-            let lost: Vec<u64> = checkpoint
-                .items
-                .range(seqno.saturating_add(1)..)
-                .map(|(s, _)| *s)
-                .collect();
-            for s in lost {
-                if let Some(item) = checkpoint.items.remove(&s) {
-                    checkpoint.keys.remove(&item.key);
-                }
-            }
-        }
-        if self.list.is_empty() {
-            self.list.push_back(Checkpoint::new(seqno + 1));
-        } else {
-            self.new_checkpoint(seqno + 1);
-        }
+    /// Forgets everything in memory and opens a new checkpoint at
+    /// `seqno + 1`, as a failover (a crash and warm-up) does. Memory cannot
+    /// just drop the lost tail: a lost version may have deduplicated an
+    /// older, surviving one out of its checkpoint, which only disk still
+    /// has; streams below `seqno + 1` backfill from disk.
+    pub(crate) fn reset(&mut self, seqno: u64) {
+        self.list.clear();
+        self.list.push_back(Checkpoint::new(seqno + 1));
     }
 }
 
@@ -248,15 +235,14 @@ mod tests {
     }
 
     #[test]
-    fn truncate_forgets_the_tail() {
+    fn reset_forgets_everything() {
         let mut c = Checkpoints::new(1, 3, 10);
         for s in 1..=7 {
             c.queue(item(&format!("k{s}"), s));
         }
-        c.truncate(5);
-        assert_eq!(seqnos(&c.batch(0).unwrap()), vec![1, 2, 3]);
-        assert_eq!(seqnos(&c.batch(3).unwrap()), vec![4, 5]);
-        assert!(c.batch(5).is_none());
+        c.reset(5);
+        assert_eq!((c.low_seqno(), c.len(), c.item_count()), (6, 1, 0));
+        assert!(c.batch(3).is_none(), "below memory");
         c.queue(item("n", 6));
         let batch = c.batch(5).unwrap();
         assert!(batch.at_checkpoint_start);

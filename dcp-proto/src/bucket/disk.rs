@@ -181,11 +181,9 @@ impl Disk {
         for seqno in purged {
             if let Some(v) = self.by_seqno.remove(&seqno) {
                 self.by_key.remove(&v.item.key);
-                // The version the tombstone replaced is history now.
-                if let Some(old) = v.supersedes {
-                    self.by_seqno.remove(&old);
-                    self.superseded.remove(&seqno);
-                }
+                // The version the tombstone replaced stays, superseded, for
+                // reads as of a seqno below the tombstone and for a
+                // failover that loses it, until garbage collection.
                 self.purge_seqno = self.purge_seqno.max(seqno);
             }
         }
@@ -193,7 +191,8 @@ impl Disk {
     }
 
     /// Forgets every version above `seqno`, restoring the versions they
-    /// replaced (unpersisted writes lost in a crash).
+    /// replaced (unpersisted writes lost in a crash), purged tombstones
+    /// included.
     pub(crate) fn truncate(&mut self, seqno: u64) {
         let lost: Vec<u64> = self
             .by_seqno
@@ -228,6 +227,23 @@ impl Disk {
                 None => {
                     self.by_key.remove(&v.item.key);
                 }
+            }
+        }
+        // Purged tombstones above `seqno` are lost as well: the versions
+        // they replaced come back.
+        let orphans: Vec<(u64, u64)> = self
+            .superseded
+            .range(seqno.saturating_add(1)..)
+            .map(|(&newer, &old)| (newer, old))
+            .collect();
+        for (newer, old) in orphans {
+            self.superseded.remove(&newer);
+            if let Some(restored) = self.by_seqno.get_mut(&old) {
+                restored.superseded_by = None;
+                if !restored.item.is_deleted() {
+                    self.live += 1;
+                }
+                self.by_key.insert(restored.item.key.clone(), old);
             }
         }
     }
@@ -300,6 +316,36 @@ mod tests {
         assert_eq!(d.purge(10), 3);
         assert_eq!(seqnos(&d.scan(0, 4, 10)), vec![4]);
         assert_eq!(d.tombstone_count(), 0);
+    }
+
+    /// Regression (found by `tests/model.rs`): purging a tombstone also
+    /// dropped the version it replaced, so a backfill reading as of a seqno
+    /// below the tombstone (memory low - 1) sent a snapshot missing a key,
+    /// a state the vbucket never had; and a failover that lost the
+    /// tombstone lost the key with it.
+    #[test]
+    fn purged_tombstones_keep_older_reads_and_failovers_whole() {
+        let mut d = Disk::default();
+        d.insert(item("a", 1, false));
+        d.insert(item("b", 2, false));
+        d.insert(item("a", 3, true));
+        d.insert(item("b", 4, false));
+        assert_eq!(d.purge(4), 3);
+        assert!(d.get(b"a").is_none());
+        assert_eq!(d.tombstone_count(), 0);
+        // As of 2 the vbucket held a@1 and b@2; as of 4 only b@4.
+        assert_eq!(seqnos(&d.scan(0, 2, 10)), vec![1, 2]);
+        assert_eq!(seqnos(&d.scan(0, 4, 10)), vec![4]);
+        // Once nothing reads below the tombstone, a@1 goes.
+        let mut collected = d.clone();
+        collected.collect_garbage(5);
+        assert_eq!(collected.version_count(), 1);
+        // Losing 3 and 4 brings a@1 and b@2 back.
+        d.truncate(2);
+        assert_eq!(d.get(b"a").map(|i| i.seqno), Some(1));
+        assert_eq!(seqnos(&d.scan(0, 10, 10)), vec![1, 2]);
+        assert_eq!((d.live_count(), d.tombstone_count()), (2, 0));
+        assert_eq!(d.version_count(), 2);
     }
 
     #[test]

@@ -187,7 +187,9 @@ impl VBucket {
     /// Fails the vbucket over: forgets the last `lose_last` seqnos (never
     /// below what memory holds: older items are persisted), then adds the
     /// branch `(new_uuid, s)` where `s` is the end of the last complete
-    /// snapshot (checkpoint) at or below the new high seqno.
+    /// snapshot (checkpoint) at or below the new high seqno. Memory comes
+    /// back empty, as after a warm-up: everything up to the new high seqno
+    /// streams from disk.
     pub(crate) fn failover(&mut self, lose_last: u64, new_uuid: u64) -> FailoverEntry {
         let floor = self.checkpoints.low_seqno().saturating_sub(1);
         let new_high = self.high_seqno.saturating_sub(lose_last).max(floor);
@@ -197,7 +199,7 @@ impl VBucket {
             None => new_high,
         };
         self.disk.truncate(new_high);
-        self.checkpoints.truncate(new_high);
+        self.checkpoints.reset(new_high);
         self.high_seqno = new_high;
         push_branch(&mut self.failover, new_uuid, branch);
         self.state = VbucketState::Active;
@@ -264,17 +266,48 @@ mod tests {
         assert_eq!(entry.seqno, 6);
         assert_eq!(vb.high_seqno(), 6);
         assert!(vb.peek(b"k7").is_none());
-        // Lose 1 more: new high 5, mid-checkpoint -> branch at 3.
-        let entry = vb.failover(1, 0xcc);
-        assert_eq!(entry.seqno, 3);
-        assert_eq!(vb.high_seqno(), 5);
+        // Memory came back empty (warm-up): everything is persisted, so a
+        // second failover loses nothing.
+        let entry = vb.failover(5, 0xcc);
+        assert_eq!((entry.seqno, vb.high_seqno()), (6, 6));
+        // New checkpoints [7..9] [10..]; lose 1 of 11: new high 10,
+        // mid-checkpoint -> branch at 9.
+        for i in 7..=11 {
+            vb.commit(doc(&format!("n{i}")), t(1));
+        }
+        let entry = vb.failover(1, 0xdd);
+        assert_eq!((entry.seqno, vb.high_seqno()), (9, 10));
         let log: Vec<(u64, u64)> = vb
             .failover_log()
             .iter()
             .map(|e| (e.vbucket_uuid, e.seqno))
             .collect();
-        assert_eq!(log, vec![(0xcc, 3), (0xaa, 0)]);
-        assert_eq!(vb.commit(doc("n"), t(1)).seqno, 6);
+        assert_eq!(log, vec![(0xdd, 9), (0xcc, 6), (0xbb, 6), (0xaa, 0)]);
+        assert_eq!(vb.commit(doc("n"), t(1)).seqno, 11);
+    }
+
+    /// Regression (found by `tests/model.rs`): checkpoints of 2 items, `k0`
+    /// rewritten until its checkpoint held only `k0@7`; losing seqno 7
+    /// restored `k0@6` on disk, but memory, merely truncated, claimed to
+    /// serve seqnos 3..=6 and had nothing there: a stream at 2 never got
+    /// `k0@6`.
+    #[test]
+    fn failover_streams_versions_that_dedup_hid_from_memory() {
+        let mut vb = VBucket::new(0, 0xaa, 2, 2);
+        vb.commit(doc("k1"), t(1));
+        for _ in 2..=7 {
+            vb.commit(doc("k0"), t(1));
+        }
+        let entry = vb.failover(1, 0xbb);
+        assert_eq!((vb.high_seqno(), entry.seqno), (6, 2));
+        // A stream at 2 cannot read memory: it backfills, and sees k0@6.
+        assert!(vb.memory_low_seqno() > 3);
+        assert!(vb.batch(2).is_none());
+        let scan = vb.scan(2, 6, 10);
+        let seqnos: Vec<u64> = scan.items.iter().map(|d| d.seqno).collect();
+        assert_eq!(seqnos, vec![6]);
+        assert_eq!(vb.commit(doc("n"), t(1)).seqno, 7);
+        assert_eq!(vb.batch(6).map(|b| b.items.len()), Some(1));
     }
 
     #[test]

@@ -284,6 +284,15 @@ impl Stream {
                     marker_sent,
                     mut last_item,
                 } => {
+                    // Each step reads the disk as it is now: a purge since
+                    // the backfill began (at `last_read`) may have removed
+                    // tombstones it has yet to send. As at its start, the
+                    // stream ends (internal reason Rollback, sent as
+                    // StateChanged) and the re-request rolls back.
+                    if self.purge_overtook(self.last_read, vb) {
+                        self.end(StreamEndReason::StateChanged, Some(vb));
+                        return;
+                    }
                     if !marker_sent {
                         self.queue_marker(
                             cursor + 1,
@@ -323,5 +332,87 @@ impl Stream {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::bucket::{DocumentKind, VBucket};
+    use crate::codec::Datatype;
+
+    fn doc(key: &str, kind: DocumentKind) -> Document {
+        Document {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::new(),
+            datatype: Datatype::RAW,
+            flags: 0,
+            expiry: 0,
+            cas: 0,
+            rev_seqno: 1,
+            seqno: 0,
+            kind,
+            delete_time: 0,
+        }
+    }
+
+    fn params(start: u64) -> StreamParams {
+        StreamParams {
+            vbucket: 0,
+            opaque: 1,
+            stream_id: None,
+            flags: StreamRequestFlags::empty(),
+            start,
+            end: u64::MAX,
+            vbucket_uuid: 0,
+            snap_start: start,
+            snap_end: start,
+            remote_purge: 0,
+        }
+    }
+
+    /// Regression (found by `tests/model.rs`): a purge during a backfill
+    /// removed a tombstone the backfill had not read yet; the stream went
+    /// on without it, and a client holding the deleted document kept it.
+    #[test]
+    fn a_purge_during_a_backfill_ends_the_stream_state_changed() {
+        let now = UNIX_EPOCH + Duration::from_secs(1);
+        // One checkpoint of 2 items in memory: seqnos 1..=4 are disk only.
+        let mut vb = VBucket::new(0, 0xaa, 2, 1);
+        vb.commit(doc("a", DocumentKind::Mutation), now); // 1
+        vb.commit(doc("b", DocumentKind::Mutation), now); // 2
+        vb.commit(doc("c", DocumentKind::Mutation), now); // 3
+        vb.commit(doc("a", DocumentKind::Deletion), now); // 4
+        vb.commit(doc("d", DocumentKind::Mutation), now); // 5
+        assert_eq!(vb.memory_low_seqno(), 5);
+        let ctx = FillContext {
+            collections: false,
+            backfill_batch: 1,
+            skip_deletes_in_initial_backfill: false,
+        };
+        // A client that has a@1 backfills (1, 4] one item per step.
+        let mut stream = Stream::new(params(1));
+        stream.fill(&mut vb, &ctx);
+        assert!(matches!(
+            stream.pop(),
+            Some(Outgoing::Marker {
+                start: 1,
+                end: 4,
+                ..
+            })
+        ));
+        assert!(matches!(stream.pop(), Some(Outgoing::Item { doc, .. }) if doc.seqno == 2));
+        // The tombstone of a@1 is purged before the backfill reaches it.
+        assert_eq!(vb.purge(4), 4);
+        stream.fill(&mut vb, &ctx);
+        assert!(matches!(
+            stream.pop(),
+            Some(Outgoing::End(StreamEndReason::StateChanged))
+        ));
+        assert!(stream.pop().is_none());
     }
 }
