@@ -1,9 +1,65 @@
-//! The tokio adapter for [`dcp_proto`], the sans-IO Couchbase DCP core.
+//! The tokio adapter for [`dcp_proto`], the sans-IO Couchbase DCP core, and
+//! the `dcp` command.
 //!
-//! The adapter will own one connection and run one loop: flush what the core
-//! wants to transmit, hand out events, wait for readable bytes or the next
-//! deadline, and feed them back in. Until its connection types land, it
-//! re-exports the core so dependants can build against one crate name.
+//! The core holds all protocol logic; this crate moves bytes and time
+//! between sockets and the core's state machines:
+//!
+//! - [`Connection`]: a DCP consumer connection to one node (handshake,
+//!   streams, events, flow-control acknowledgements, checkpoints).
+//! - [`Server`] and [`ServerHandle`]: the core's data node (an in-memory
+//!   bucket behind a faithful producer) served on a TCP listener, with
+//!   in-process writes and fault injection.
+//!
+//! Both are one owner and one loop: write what the core has to send, hand
+//! out what it decoded, wait for readable bytes or the core's next deadline
+//! (from `poll_timeout`) and feed them in. Reads and writes are cancel-safe,
+//! and timers run on tokio's clock, so `tokio::time::pause()` drives the
+//! core's deadlines in tests.
+//!
+//! # Streaming a bucket
+//!
+//! ```no_run
+//! use dcp_tokio::Connection;
+//! use dcp_tokio::dcp_proto::auth::Credentials;
+//! use dcp_tokio::dcp_proto::consumer::{ConsumerConfig, Event, StreamStart};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), dcp_tokio::Error> {
+//! let config = ConsumerConfig::new("example:1", "default")
+//!     .with_credentials(Credentials::new("Administrator", "password"));
+//! let mut conn = Connection::connect("127.0.0.1:11210", config).await?;
+//! for vb in 0..1024 {
+//!     conn.open_stream(vb, StreamStart::Beginning, None)?;
+//! }
+//! while let Some(event) = conn.next_event().await? {
+//!     let credit = event.credit();
+//!     match event {
+//!         Event::Mutation(m, _) => println!("set {:?} at seqno {}", m.key, m.by_seqno),
+//!         Event::Deletion(d, _) => println!("deleted {:?}", d.key),
+//!         _ => {}
+//!     }
+//!     conn.ack(credit); // done with it: the producer may send more
+//! }
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+mod connection;
+mod error;
+mod server;
+
+pub use connection::Connection;
+pub use error::Error;
+pub use server::{Server, ServerHandle};
 
 pub use dcp_proto;
