@@ -66,8 +66,3 @@ pub mod flow;
 pub mod msg;
 pub mod producer;
 pub mod session;
-
-/// Compiles the README's examples as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;

@@ -63,3 +63,8 @@ pub use error::Error;
 pub use server::{Server, ServerHandle};
 
 pub use dcp_proto;
+
+/// Compiles the README's examples (every runtime) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
