@@ -87,6 +87,9 @@ use crate::msg::{
 };
 use crate::session::{Checkpoint, StreamPosition};
 
+/// Event-queue capacity kept once the queue drains.
+const EVENT_QUEUE_KEEP: usize = 256;
+
 /// A request in flight, other than the handshake's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
@@ -105,7 +108,9 @@ pub struct Consumer {
     out: Outbox,
     handshake: Option<Handshake>,
     negotiated: Option<Negotiated>,
-    vbuckets: BTreeMap<u16, Vbucket>,
+    // Boxed: a B-tree node then holds pointers, not 440-byte values, which
+    // halves the memory an idle stream costs.
+    vbuckets: BTreeMap<u16, Box<Vbucket>>,
     streams_by_opaque: HashMap<u32, u16>,
     retired: RetiredOpaques,
     pending: HashMap<u32, Pending>,
@@ -211,7 +216,7 @@ impl Consumer {
 
     /// A stream's counters.
     pub fn stream_stats(&self, vbucket: u16) -> Option<StreamStats> {
-        self.vbuckets.get(&vbucket).map(Vbucket::stats)
+        self.vbuckets.get(&vbucket).map(|v| v.stats())
     }
 
     /// Whether a stream for `vbucket` is open or being opened.
@@ -242,6 +247,11 @@ impl Consumer {
     /// [`checkpoint`](Self::checkpoint).
     pub fn poll_event(&mut self) -> Option<Event> {
         let mut event = self.events.pop_front()?;
+        if self.events.is_empty() && self.events.capacity() > EVENT_QUEUE_KEEP {
+            // A burst (e.g. opening 1024 streams) should not leave its
+            // queue allocated on an idle connection.
+            self.events.shrink_to(EVENT_QUEUE_KEEP);
+        }
         if let Some(vb) = event.vbucket()
             && let Some(state) = self.vbuckets.get_mut(&vb)
         {
@@ -386,7 +396,10 @@ impl Consumer {
             return Err(CommandError::StreamExists(vbucket));
         }
         let end = end_seqno.unwrap_or(u64::MAX);
-        let state = self.vbuckets.entry(vbucket).or_insert_with(Vbucket::new);
+        let state = self
+            .vbuckets
+            .entry(vbucket)
+            .or_insert_with(|| Box::new(Vbucket::new()));
         let resolving_now = matches!(start, StreamStart::Now);
         match start {
             StreamStart::Beginning => state.reset(StreamPosition::default()),
