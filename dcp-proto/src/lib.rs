@@ -66,3 +66,5 @@ pub mod flow;
 pub mod msg;
 pub mod producer;
 pub mod session;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -1,15 +1,13 @@
-//! Helpers shared by the loopback tests: the node's config, a writer of
-//! test documents, and the consumer's materialized view.
+//! Helpers shared by the loopback tests: the node's config, the consumer's
+//! config, and the materialized view (from `dcp_proto::testing`).
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use bytes::Bytes;
 use dcp_proto::auth::Credentials;
-use dcp_proto::bucket::{DocumentKind, WriteOptions};
 use dcp_proto::consumer::{ConsumerConfig, Event};
 use dcp_proto::producer::{Node, NodeConfig};
+use dcp_proto::testing::{MaterializedView, live_documents};
 
 pub const BUCKET: &str = "default";
 pub const USER: &str = "app";
@@ -32,108 +30,44 @@ pub fn consumer_config(name: &str) -> ConsumerConfig {
         .with_auto_ack(true)
 }
 
-/// Writes documents `from..from + n`: keys cycle over 997 names, every 11th
-/// write deletes an earlier key instead.
+/// Writes test documents `from..from + n` (see `testing::write_sample`).
 pub fn write_docs(node: &mut Node, from: u64, n: u64) {
-    let wall: SystemTime = node.wall_clock(Instant::now());
-    for i in from..from + n {
-        let key = format!("key-{}", i % 997);
-        if i % 11 == 10 {
-            let earlier = format!("key-{}", (i / 2) % 997);
-            let _ = node.bucket_mut().delete(earlier.as_bytes(), 0, wall);
-        } else {
-            node.bucket_mut()
-                .set(
-                    key.as_bytes(),
-                    format!("{{\"n\":{i}}}"),
-                    WriteOptions::new(),
-                    wall,
-                )
-                .unwrap();
-        }
-    }
+    let wall = node.wall_clock(Instant::now());
+    dcp_proto::testing::write_sample(node.bucket_mut(), from, n, wall);
 }
 
 /// The high seqno of every vbucket.
 pub fn high_seqnos(node: &Node) -> Vec<u64> {
-    node.bucket().vbuckets().map(|vb| vb.high_seqno()).collect()
+    dcp_proto::testing::high_seqnos(node.bucket())
 }
 
-/// The live documents of vbucket `vb`: key -> (seqno, value).
-pub fn bucket_live(node: &Node, vb: u16) -> BTreeMap<Bytes, (u64, Bytes)> {
-    node.bucket()
-        .vbucket(vb)
-        .unwrap()
-        .documents()
-        .filter(|d| d.kind == DocumentKind::Mutation)
-        .map(|d| (d.key.clone(), (d.seqno, d.body())))
-        .collect()
-}
-
-/// What the consumer applied: the latest version of every key, and the
-/// last seqno per vbucket, checked to increase strictly (no duplicate, no
-/// replay) except across a rollback.
+/// What the consumer applied; a duplicate or a replay without a rollback
+/// fails the test.
 #[derive(Default)]
-pub struct View {
-    docs: HashMap<(u16, Bytes), (u64, Option<Bytes>)>,
-    last_seqno: HashMap<u16, u64>,
-    pub changes: u64,
-    pub rollbacks: Vec<(u16, u64)>,
+pub struct View(pub MaterializedView);
+
+impl std::ops::Deref for View {
+    type Target = MaterializedView;
+    fn deref(&self) -> &MaterializedView {
+        &self.0
+    }
 }
 
 impl View {
     pub fn apply(&mut self, event: &Event) {
-        let (vb, key, seqno, value) = match event {
-            Event::Mutation(m, _) => (m.vbucket, &m.key, m.by_seqno, Some(m.value.clone())),
-            Event::Deletion(d, _) => (d.vbucket, &d.key, d.by_seqno, None),
-            Event::Expiration(e, _) => (e.vbucket, &e.key, e.by_seqno, None),
-            Event::Rollback { vbucket, seqno } => {
-                self.rollbacks.push((*vbucket, *seqno));
-                self.docs
-                    .retain(|(vb, _), (s, _)| *vb != *vbucket || *s <= *seqno);
-                self.last_seqno.insert(*vbucket, *seqno);
-                return;
-            }
-            _ => return,
-        };
-        let last = self.last_seqno.entry(vb).or_default();
-        assert!(
-            seqno > *last,
-            "vbucket {vb}: seqno {seqno} after {last} (duplicate or out of order)"
-        );
-        *last = seqno;
-        self.changes += 1;
-        self.docs.insert((vb, key.clone()), (seqno, value));
-    }
-
-    /// The last seqno applied for `vb`.
-    pub fn last_seqno(&self, vb: u16) -> u64 {
-        self.last_seqno.get(&vb).copied().unwrap_or(0)
-    }
-
-    /// Whether every vbucket reached `targets[vb]`.
-    pub fn reached(&self, targets: &[u64]) -> bool {
-        targets
-            .iter()
-            .enumerate()
-            .all(|(vb, &t)| self.last_seqno(vb as u16) >= t)
-    }
-
-    /// Live documents of `vb`: key -> (seqno, value).
-    pub fn live(&self, vb: u16) -> BTreeMap<Bytes, (u64, Bytes)> {
-        self.docs
-            .iter()
-            .filter(|((v, _), _)| *v == vb)
-            .filter_map(|((_, key), (seqno, value))| {
-                value.clone().map(|v| (key.clone(), (*seqno, v)))
-            })
-            .collect()
+        if let Err(err) = self.0.apply(event) {
+            panic!("{err}");
+        }
     }
 
     /// Asserts the view equals the bucket, vbucket by vbucket.
     pub fn assert_matches(&self, node: &Node) {
         for vb in 0..node.bucket().num_vbuckets() {
-            assert_eq!(self.live(vb), bucket_live(node, vb), "vbucket {vb}");
+            assert_eq!(
+                self.live(vb),
+                live_documents(node.bucket(), vb),
+                "vbucket {vb}"
+            );
         }
     }
 }

@@ -1,0 +1,208 @@
+//! Test support (feature `testing`): a consumer-side materialized view of a
+//! DCP stream, to compare with what a bucket holds.
+//!
+//! Apply every polled event; rollbacks truncate the view as an application
+//! must; a change that does not advance its vbucket's seqno is reported
+//! (a duplicate or a replay without a rollback). Compare the result with the
+//! producer's bucket using [`live_documents`].
+//!
+//! ```
+//! use dcp_proto::bucket::{Bucket, BucketConfig, WriteOptions};
+//! use dcp_proto::testing::{MaterializedView, live_documents};
+//! let mut bucket = Bucket::new(BucketConfig::new("b").with_vbuckets(1), 1);
+//! bucket.set(b"k", "v", WriteOptions::new(), std::time::SystemTime::UNIX_EPOCH)?;
+//! let view = MaterializedView::default(); // fed from a consumer's events
+//! assert_ne!(view.live(0), live_documents(&bucket, 0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::bucket::{Bucket, DocumentKind, WriteOptions};
+use crate::consumer::Event;
+
+/// Live documents of one vbucket: key → (seqno, value).
+pub type Live = BTreeMap<Bytes, (u64, Bytes)>;
+
+/// The live documents of vbucket `vb` of `bucket`.
+pub fn live_documents(bucket: &Bucket, vb: u16) -> Live {
+    bucket
+        .vbucket(vb)
+        .map(|v| {
+            v.documents()
+                .filter(|d| d.kind == DocumentKind::Mutation)
+                .map(|d| (d.key.clone(), (d.seqno, d.body())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The high seqno of every vbucket of `bucket`, in vbucket order.
+pub fn high_seqnos(bucket: &Bucket) -> Vec<u64> {
+    bucket.vbuckets().map(|vb| vb.high_seqno()).collect()
+}
+
+/// Writes test documents `from..from + n` into `bucket` at wall-clock time
+/// `now`: keys cycle over 997 names with JSON values `{"n":i}`, and every
+/// 11th write deletes an earlier key instead, so streams carry both
+/// mutations and deletions.
+pub fn write_sample(bucket: &mut Bucket, from: u64, n: u64, now: SystemTime) {
+    for i in from..from + n {
+        if i % 11 == 10 {
+            let earlier = format!("key-{}", (i / 2) % 997);
+            // Deleting a key already deleted is fine here.
+            let _ = bucket.delete(earlier.as_bytes(), 0, now);
+        } else {
+            let key = format!("key-{}", i % 997);
+            let _ = bucket.set(
+                key.as_bytes(),
+                format!("{{\"n\":{i}}}"),
+                WriteOptions::new(),
+                now,
+            );
+        }
+    }
+}
+
+/// A change that did not advance its vbucket's seqno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("vbucket {vbucket}: seqno {seqno} after {last} (duplicate or out of order)")]
+pub struct OutOfOrder {
+    /// The vbucket.
+    pub vbucket: u16,
+    /// The change's seqno.
+    pub seqno: u64,
+    /// The last seqno applied.
+    pub last: u64,
+}
+
+/// What a consumer applied: the latest version of every key, per vbucket.
+#[derive(Debug, Clone, Default)]
+pub struct MaterializedView {
+    docs: HashMap<(u16, Bytes), (u64, Option<Bytes>)>,
+    last_seqno: HashMap<u16, u64>,
+    /// Changes applied.
+    pub changes: u64,
+    /// Rollbacks obeyed: (vbucket, seqno).
+    pub rollbacks: Vec<(u16, u64)>,
+}
+
+impl MaterializedView {
+    /// Applies one event (changes and rollbacks; other events are ignored).
+    pub fn apply(&mut self, event: &Event) -> Result<(), OutOfOrder> {
+        let (vbucket, key, seqno, value) = match event {
+            Event::Mutation(m, _) => (m.vbucket, &m.key, m.by_seqno, Some(m.value.clone())),
+            Event::Deletion(d, _) => (d.vbucket, &d.key, d.by_seqno, None),
+            Event::Expiration(e, _) => (e.vbucket, &e.key, e.by_seqno, None),
+            Event::Rollback { vbucket, seqno } => {
+                self.rollbacks.push((*vbucket, *seqno));
+                self.docs
+                    .retain(|(vb, _), (s, _)| *vb != *vbucket || *s <= *seqno);
+                self.last_seqno.insert(*vbucket, *seqno);
+                return Ok(());
+            }
+            _ => return Ok(()),
+        };
+        let last = self.last_seqno.entry(vbucket).or_default();
+        if seqno <= *last {
+            return Err(OutOfOrder {
+                vbucket,
+                seqno,
+                last: *last,
+            });
+        }
+        *last = seqno;
+        self.changes += 1;
+        self.docs.insert((vbucket, key.clone()), (seqno, value));
+        Ok(())
+    }
+
+    /// The last seqno applied for `vb`.
+    pub fn last_seqno(&self, vb: u16) -> u64 {
+        self.last_seqno.get(&vb).copied().unwrap_or(0)
+    }
+
+    /// Whether every vbucket `i` reached `targets[i]`.
+    pub fn reached(&self, targets: &[u64]) -> bool {
+        (0u16..)
+            .zip(targets)
+            .all(|(vb, &target)| self.last_seqno(vb) >= target)
+    }
+
+    /// Live documents of `vb`: key → (seqno, value).
+    pub fn live(&self, vb: u16) -> Live {
+        self.docs
+            .iter()
+            .filter(|((v, _), _)| *v == vb)
+            .filter_map(|((_, key), (seqno, value))| {
+                value.clone().map(|v| (key.clone(), (*seqno, v)))
+            })
+            .collect()
+    }
+
+    /// The first vbucket whose live documents differ from `bucket`'s.
+    pub fn first_difference(&self, bucket: &Bucket) -> Option<u16> {
+        (0..bucket.num_vbuckets()).find(|&vb| self.live(vb) != live_documents(bucket, vb))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bucket::BucketConfig;
+    use crate::codec::Datatype;
+    use crate::consumer::Credit;
+    use crate::msg::Mutation;
+
+    fn mutation(seqno: u64, key: &'static [u8]) -> Event {
+        Event::Mutation(
+            Mutation {
+                vbucket: 0,
+                opaque: 1,
+                stream_id: None,
+                cas: 1,
+                datatype: Datatype::RAW,
+                by_seqno: seqno,
+                rev_seqno: 1,
+                flags: 0,
+                expiration: 0,
+                lock_time: 0,
+                nru: 0,
+                key: Bytes::from_static(key),
+                value: Bytes::from_static(b"v"),
+            },
+            Credit::NONE,
+        )
+    }
+
+    #[test]
+    fn rollbacks_truncate_and_replays_are_caught() {
+        let mut view = MaterializedView::default();
+        view.apply(&mutation(1, b"a")).unwrap();
+        view.apply(&mutation(2, b"b")).unwrap();
+        assert_eq!(
+            view.apply(&mutation(2, b"c")),
+            Err(OutOfOrder {
+                vbucket: 0,
+                seqno: 2,
+                last: 2
+            })
+        );
+        view.apply(&Event::Rollback {
+            vbucket: 0,
+            seqno: 1,
+        })
+        .unwrap();
+        assert_eq!(view.live(0).len(), 1);
+        view.apply(&mutation(2, b"c")).unwrap();
+        assert!(view.reached(&[2]));
+
+        let mut bucket = Bucket::new(BucketConfig::new("b").with_vbuckets(1), 1);
+        write_sample(&mut bucket, 0, 12, SystemTime::UNIX_EPOCH);
+        assert_eq!(high_seqnos(&bucket), [12]);
+        assert_eq!(view.first_difference(&bucket), Some(0));
+    }
+}
