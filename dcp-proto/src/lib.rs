@@ -11,11 +11,19 @@
 //! - [`msg`]: one typed struct per DCP message and per handshake command,
 //!   each with `decode(&Frame)` and `encode(&mut BytesMut)`; collection-id key
 //!   prefixes and xattr sections.
+//! - [`auth`]: SASL PLAIN and SCRAM-SHA1/256/512, client and server sides.
+//! - [`consumer`]: one DCP consumer connection as a state machine: handshake,
+//!   streams, rollback, flow control, noops, checkpoints.
+//! - [`session`] and [`failover`]: stream positions and the versioned
+//!   checkpoint; the server's rollback decision; [`flow`]: flow-control
+//!   windows for both ends.
 //! - [`bucket`]: the producer's in-memory data model (vbuckets, checkpoints
 //!   with dedup, a by-seqno disk for backfills, failover logs, writes with
 //!   CAS rules, fault injection).
 //! - [`producer`]: a sans-IO data node serving that bucket: SASL, HELLO, KV,
 //!   STAT and a faithful DCP producer.
+//! - [`cluster`]: bucket configs, the vbucket map, and an orchestrator that
+//!   says which node to stream each vbucket from as the topology changes.
 //!
 //! # Decoding a byte stream
 //!
@@ -59,6 +67,7 @@
 
 pub mod auth;
 pub mod bucket;
+pub mod cluster;
 pub mod codec;
 pub mod consumer;
 pub mod failover;
