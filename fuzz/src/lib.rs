@@ -324,6 +324,25 @@ pub fn producer(data: &[u8]) {
     }
 }
 
+/// Bucket-config parsing: never panics; what parses answers its queries
+/// within its own bounds.
+pub fn cluster_config(data: &[u8]) {
+    use dcp_proto::cluster::ClusterConfig;
+    let Ok(config) = ClusterConfig::parse(data, "127.0.0.1") else {
+        return;
+    };
+    let n = config.num_vbuckets();
+    for vb in 0..n.min(2048) {
+        let _ = config.active_node(vb);
+        let _ = config.replicas(vb);
+        let _ = config.forward_active_node(vb);
+    }
+    let _ = config.kv_nodes();
+    if n > 0 {
+        assert!(config.vbucket_for_key(b"key") < n);
+    }
+}
+
 #[cfg(test)]
 mod replay {
     //! Replays the committed seeds (and any local corpus) through every
@@ -508,6 +527,25 @@ mod replay {
         }
         for s in inputs("producer") {
             super::producer(&s);
+        }
+    }
+
+    #[test]
+    fn cluster_config_seeds() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../dcp-proto/tests/cluster_fixtures");
+        let mut n = 0;
+        for entry in std::fs::read_dir(fixtures).expect("fixtures").flatten() {
+            let json = std::fs::read(entry.path()).expect("readable fixture");
+            super::cluster_config(&json);
+            for cut in [1, json.len() / 2, json.len().saturating_sub(1)] {
+                super::cluster_config(&json[..cut.min(json.len())]);
+            }
+            n += 1;
+        }
+        assert!(n > 0, "fixtures present");
+        for s in inputs("cluster_config") {
+            super::cluster_config(&s);
         }
     }
 
