@@ -1182,3 +1182,26 @@ fn sub_second_noop_intervals_are_sent_and_used_as_one_second() {
     s.advance(Duration::from_millis(1999)).unwrap();
     assert!(s.advance(Duration::from_millis(1)).is_err());
 }
+
+#[test]
+fn cluster_config_on_request() {
+    use dcp_proto::msg::client::GetClusterConfigResponse;
+    let (mut s, _) = streaming(config());
+    s.consumer.request_cluster_config().unwrap();
+    let Message::GetClusterConfig(get) = s.one() else {
+        panic!("GET_CLUSTER_CONFIG")
+    };
+    s.feed_ok(GetClusterConfigResponse {
+        status: Status::Success,
+        opaque: get.opaque,
+        datatype: Datatype::JSON,
+        config: Bytes::from_static(br#"{"rev":7}"#),
+    });
+    assert_eq!(
+        s.events(),
+        [Event::ClusterConfig {
+            status: Status::Success,
+            config: Bytes::from_static(br#"{"rev":7}"#)
+        }]
+    );
+}

@@ -93,6 +93,16 @@ pub enum Event {
     Commit(Commit, Credit),
     /// A pending synchronous write was abandoned.
     Abort(Abort, Credit),
+    /// The reply to
+    /// [`Consumer::request_cluster_config`](super::Consumer::request_cluster_config):
+    /// the bucket config JSON (see `cluster::ClusterConfig::parse`), or an
+    /// error status with its body.
+    ClusterConfig {
+        /// The node's status.
+        status: Status,
+        /// The config JSON (or the error body).
+        config: Bytes,
+    },
     /// The reply to [`Consumer::request_failover_log`](super::Consumer::request_failover_log).
     FailoverLog {
         /// The vbucket.
@@ -124,7 +134,7 @@ impl Event {
     /// The vbucket the event is about, if any.
     pub fn vbucket(&self) -> Option<u16> {
         Some(match self {
-            Event::Ready(_) => return None,
+            Event::Ready(_) | Event::ClusterConfig { .. } => return None,
             Event::StreamOpened { vbucket, .. }
             | Event::Rollback { vbucket, .. }
             | Event::StreamFailed { vbucket, .. }

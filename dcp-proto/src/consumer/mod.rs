@@ -79,7 +79,9 @@ use self::outbox::Outbox;
 use self::stream::{Retired, RetiredOpaques, Stream, StreamState, Vbucket};
 use crate::codec::{Frame, FrameDecoder, Opcode, Status};
 use crate::flow::{ConsumerWindow, flow_control_size};
-use crate::msg::client::{GetAllVbSeqnos, GetAllVbSeqnosResponse};
+use crate::msg::client::{
+    GetAllVbSeqnos, GetAllVbSeqnosResponse, GetClusterConfig, GetClusterConfigResponse,
+};
 use crate::msg::{
     BufferAck, CloseStream, FailoverLogResponse, GetFailoverLog, Message, StatusResponse,
     StreamEndReason, StreamRequest, StreamRequestFlags, StreamRequestOutcome,
@@ -97,6 +99,7 @@ enum Pending {
     CloseStream { vbucket: u16 },
     FailoverLog { vbucket: u16, for_now: bool },
     HighSeqnos,
+    ClusterConfig,
 }
 
 /// One DCP consumer connection to one node. See the [module docs](self) for
@@ -535,6 +538,23 @@ impl Consumer {
         Ok(())
     }
 
+    /// Asks the node for the bucket's cluster configuration (the vbucket
+    /// map); the answer arrives as [`Event::ClusterConfig`].
+    pub fn request_cluster_config(&mut self) -> Result<(), CommandError> {
+        if !self.is_ready() {
+            return Err(CommandError::Closed);
+        }
+        let opaque = self
+            .out
+            .send(GetClusterConfig {
+                opaque: 0,
+                known: None,
+            })
+            .map_err(|_| CommandError::Closed)?;
+        self.pending.insert(opaque, Pending::ClusterConfig);
+        Ok(())
+    }
+
     /// Closes the connection: nothing more is sent or processed. Queued
     /// events can still be polled.
     pub fn close(&mut self) {
@@ -686,6 +706,7 @@ impl Consumer {
             Pending::CloseStream { .. } => Opcode::DcpCloseStream,
             Pending::FailoverLog { .. } => Opcode::DcpGetFailoverLog,
             Pending::HighSeqnos => Opcode::GetAllVbSeqnos,
+            Pending::ClusterConfig => Opcode::GetClusterConfig,
         };
         if frame.opcode() != expected {
             return Err(ProtocolError::MismatchedResponse {
@@ -707,6 +728,14 @@ impl Consumer {
             Pending::FailoverLog { vbucket, for_now } => {
                 let response = FailoverLogResponse::decode(frame)?;
                 self.on_failover_log(vbucket, for_now, response)
+            }
+            Pending::ClusterConfig => {
+                let response = GetClusterConfigResponse::decode(frame)?;
+                self.events.push_back(Event::ClusterConfig {
+                    status: response.status,
+                    config: response.config,
+                });
+                Ok(())
             }
             Pending::HighSeqnos => {
                 self.high_seqnos_in_flight = false;

@@ -80,6 +80,7 @@ fn set_opaque(message: &mut Message, opaque: u32) {
         Message::CloseStream(m) => m.opaque = opaque,
         Message::GetFailoverLog(m) => m.opaque = opaque,
         Message::GetAllVbSeqnos(m) => m.opaque = opaque,
+        Message::GetClusterConfig(m) => m.opaque = opaque,
         Message::BufferAck(m) => m.opaque = opaque,
         Message::SeqnoAcknowledged(m) => m.opaque = opaque,
         _ => debug_assert!(false, "not a consumer request: {message:?}"),
