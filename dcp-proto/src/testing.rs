@@ -79,10 +79,15 @@ pub struct OutOfOrder {
     pub last: u64,
 }
 
+/// The versions of one key: (seqno, value or `None` for a delete).
+type Versions = Vec<(u64, Option<Bytes>)>;
+
 /// What a consumer applied: the latest version of every key, per vbucket.
 #[derive(Debug, Clone, Default)]
 pub struct MaterializedView {
-    docs: HashMap<(u16, Bytes), (u64, Option<Bytes>)>,
+    /// Every version applied per key, oldest first (a rollback must
+    /// restore the version a lost change replaced).
+    docs: HashMap<(u16, Bytes), Versions>,
     last_seqno: HashMap<u16, u64>,
     /// Changes applied.
     pub changes: u64,
@@ -99,8 +104,12 @@ impl MaterializedView {
             Event::Expiration(e, _) => (e.vbucket, &e.key, e.by_seqno, None),
             Event::Rollback { vbucket, seqno } => {
                 self.rollbacks.push((*vbucket, *seqno));
-                self.docs
-                    .retain(|(vb, _), (s, _)| *vb != *vbucket || *s <= *seqno);
+                for ((vb, _), versions) in self.docs.iter_mut() {
+                    if *vb == *vbucket {
+                        versions.retain(|(s, _)| *s <= *seqno);
+                    }
+                }
+                self.docs.retain(|_, versions| !versions.is_empty());
                 self.last_seqno.insert(*vbucket, *seqno);
                 return Ok(());
             }
@@ -116,7 +125,10 @@ impl MaterializedView {
         }
         *last = seqno;
         self.changes += 1;
-        self.docs.insert((vbucket, key.clone()), (seqno, value));
+        self.docs
+            .entry((vbucket, key.clone()))
+            .or_default()
+            .push((seqno, value));
         Ok(())
     }
 
@@ -137,7 +149,8 @@ impl MaterializedView {
         self.docs
             .iter()
             .filter(|((v, _), _)| *v == vb)
-            .filter_map(|((_, key), (seqno, value))| {
+            .filter_map(|((_, key), versions)| {
+                let (seqno, value) = versions.last()?;
                 value.clone().map(|v| (key.clone(), (*seqno, v)))
             })
             .collect()

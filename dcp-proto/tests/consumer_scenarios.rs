@@ -8,15 +8,15 @@ use dcp_proto::auth::{Credentials, Mechanism, ScramCredentials, ScramServer};
 use dcp_proto::codec::{Datatype, FrameDecoder, Opcode, Status};
 use dcp_proto::consumer::{
     CommandError, Consumer, ConsumerConfig, ConsumerError, ControlSetting, Credit, Event,
-    HandshakeStep, ProtocolError, RollbackMode, StreamStart,
+    HandshakeStep, ProtocolError, RollbackMode, SnappyMode, StreamStart,
 };
 use dcp_proto::msg::client::{
     GetAllVbSeqnosResponse, HelloFeature, HelloResponse, SaslListMechsResponse, SaslResponse,
 };
 use dcp_proto::msg::{
     DcpNoop, FailoverEntry, FailoverLog, FailoverLogResponse, MarkerFormat, Message, Mutation,
-    SeqnoAdvanced, SnapshotFlags, SnapshotMarker, StatusResponse, StreamEnd, StreamEndReason,
-    StreamRequest, StreamRequestResponse,
+    SeqnoAdvanced, SnappyError, SnapshotFlags, SnapshotMarker, StatusResponse, StreamEnd,
+    StreamEndReason, StreamRequest, StreamRequestResponse, compress_value,
 };
 use dcp_proto::session::{Checkpoint, StreamPosition, Violation};
 
@@ -1204,4 +1204,84 @@ fn cluster_config_on_request() {
             config: Bytes::from_static(br#"{"rev":7}"#)
         }]
     );
+}
+
+// ----- snappy --------------------------------------------------------------
+
+fn snappy_mutation(opaque: u32, seqno: u64, value: Bytes) -> Mutation {
+    Mutation {
+        datatype: Datatype::JSON | Datatype::SNAPPY,
+        value,
+        ..mutation(0, opaque, seqno, "k")
+    }
+}
+
+#[test]
+fn snappy_values_are_decompressed_and_credited_at_their_wire_size() {
+    let (mut s, opaque) = streaming(config().with_snappy(SnappyMode::Decompress));
+    assert!(s.consumer.negotiated().unwrap().snappy);
+    let plain = Bytes::from(format!("{{\"pad\":\"{}\"}}", "ab".repeat(200)));
+    let (_, packed) = compress_value(Datatype::JSON, &plain).unwrap();
+    let m = snappy_mutation(opaque, 1, packed);
+    let mut wire = BytesMut::new();
+    m.encode(&mut wire).unwrap();
+    s.feed_ok(marker(0, opaque, 1, 1));
+    s.feed_ok(m);
+    let events = s.events();
+    let Some(Event::Mutation(got, credit)) = events.last() else {
+        panic!("{events:?}")
+    };
+    assert_eq!((got.datatype, &got.value), (Datatype::JSON, &plain));
+    assert_eq!(credit.bytes() as usize, wire.len());
+    assert!(wire.len() < plain.len());
+}
+
+#[test]
+fn snappy_values_pass_through_when_only_negotiated() {
+    let (mut s, opaque) = streaming(config().with_snappy(SnappyMode::Negotiate));
+    let (_, packed) = compress_value(Datatype::JSON, &Bytes::from("x".repeat(100))).unwrap();
+    s.feed_ok(marker(0, opaque, 1, 1));
+    s.feed_ok(snappy_mutation(opaque, 1, packed.clone()));
+    let events = s.events();
+    let Some(Event::Mutation(got, _)) = events.last() else {
+        panic!("{events:?}")
+    };
+    assert_eq!(got.datatype, Datatype::JSON | Datatype::SNAPPY);
+    assert_eq!(got.value, packed);
+}
+
+#[test]
+fn snappy_is_requested_only_when_configured() {
+    for (mode, requested) in [
+        (SnappyMode::Off, false),
+        (SnappyMode::Negotiate, true),
+        (SnappyMode::Decompress, true),
+    ] {
+        let mut s = Script::new(config().with_snappy(mode));
+        let Message::Hello(hello) = s.one() else {
+            panic!("HELLO first")
+        };
+        assert_eq!(hello.features.contains(&HelloFeature::Snappy), requested);
+    }
+}
+
+#[test]
+fn corrupt_or_oversized_snappy_values_close_the_connection() {
+    let corrupt = Bytes::from_static(&[0x20, 0x00, 0x01]);
+    let hostile = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    for (value, oversized) in [(corrupt, false), (hostile, true)] {
+        let (mut s, opaque) = streaming(config().with_snappy(SnappyMode::Decompress));
+        s.feed_ok(marker(0, opaque, 1, 1));
+        let err = s.feed(snappy_mutation(opaque, 1, value)).unwrap_err();
+        let ConsumerError::Protocol(ProtocolError::BadSnappyValue { opcode, error }) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(*opcode, Opcode::DcpMutation);
+        assert_eq!(
+            matches!(error, SnappyError::TooLarge { .. }),
+            oversized,
+            "{error}"
+        );
+        assert!(s.consumer.is_closed());
+    }
 }

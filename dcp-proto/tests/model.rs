@@ -5,7 +5,9 @@
 //! tail (history branches, rollbacks); purges; vbucket state flips; stalled
 //! and frozen connections; tiny and huge flow-control windows; acks
 //! withheld then given; streams closed (with and without STREAM_END on
-//! close) and reopened, endless or up to the current high seqno.
+//! close) and reopened, endless or up to the current high seqno; with and
+//! without Snappy (every value compressed by the node, decompressed by the
+//! consumer).
 //!
 //! The harness plays the network (four byte buffers, cut where the schedule
 //! says) and the application: it builds its view of the bucket only from
@@ -58,7 +60,8 @@ use dcp_proto::auth::Credentials;
 use dcp_proto::bucket::{Bucket, BucketConfig, Document, DocumentKind, VBucket, WriteOptions};
 use dcp_proto::codec::{Frame, FrameDecoder, Opcode, Status};
 use dcp_proto::consumer::{
-    Consumer, ConsumerConfig, ConsumerError, Credit, Event, RollbackMode, StreamStart,
+    Consumer, ConsumerConfig, ConsumerError, ControlSetting, Credit, Event, RollbackMode,
+    SnappyMode, StreamStart,
 };
 use dcp_proto::flow::flow_control_size;
 use dcp_proto::msg::{
@@ -95,6 +98,9 @@ struct Shape {
     confirm_rollbacks: bool,
     /// `send_stream_end_on_client_close_stream`.
     stream_end_on_close: bool,
+    /// Snappy decompressed by the consumer, every value compressed by the
+    /// node (`force_value_compression`).
+    snappy: bool,
 }
 
 fn shape() -> impl Strategy<Value = Shape> {
@@ -110,6 +116,7 @@ fn shape() -> impl Strategy<Value = Shape> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
             |(
@@ -119,6 +126,7 @@ fn shape() -> impl Strategy<Value = Shape> {
                 expiry_opcode,
                 confirm_rollbacks,
                 stream_end_on_close,
+                snappy,
             )| Shape {
                 vbuckets,
                 keys,
@@ -130,6 +138,7 @@ fn shape() -> impl Strategy<Value = Shape> {
                 expiry_opcode,
                 confirm_rollbacks,
                 stream_end_on_close,
+                snappy,
             },
         )
 }
@@ -483,6 +492,11 @@ impl Link {
         }
         config.ack_interval = ACK_INTERVAL;
         config.send_stream_end_on_close = shape.stream_end_on_close;
+        if shape.snappy {
+            config = config
+                .with_snappy(SnappyMode::Decompress)
+                .with_control(ControlSetting::required("force_value_compression", "true"));
+        }
         let mut consumer = Consumer::new(config, "bW9kZWw", now).unwrap();
         for (vb, start) in starts.into_iter().enumerate() {
             consumer.open_stream(vb as u16, start, None).unwrap();

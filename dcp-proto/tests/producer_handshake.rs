@@ -39,7 +39,11 @@ fn nothing_but_the_handshake_works_before_authentication() {
     let hello = HelloResponse::decode(&hello).unwrap();
     assert_eq!(
         hello.features,
-        vec![HelloFeature::Xerror, HelloFeature::Collections]
+        vec![
+            HelloFeature::Xerror,
+            HelloFeature::Collections,
+            HelloFeature::Snappy
+        ]
     );
     // Error map and mechanisms need no authentication.
     let o = h.opaque();

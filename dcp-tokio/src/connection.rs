@@ -196,6 +196,12 @@ impl Connection {
         Ok(self.consumer.request_failover_log(vbucket)?)
     }
 
+    /// Asks the node for the bucket's cluster config (the vbucket map); it
+    /// arrives as [`Event::ClusterConfig`].
+    pub fn request_cluster_config(&mut self) -> Result<(), Error> {
+        Ok(self.consumer.request_cluster_config()?)
+    }
+
     /// Gives an event's flow-control credit back: the application is done
     /// with it. (Not needed with `ConsumerConfig::auto_ack`.)
     pub fn ack(&mut self, credit: Credit) {

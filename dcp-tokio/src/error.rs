@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use dcp_proto::bucket::BucketError;
 use dcp_proto::consumer::{CommandError, ConsumerError};
-use dcp_proto::producer::ProducerError;
+use dcp_proto::producer::{ClusterError, ProducerError};
 
 /// Why a connection or a server call failed.
 ///
@@ -50,6 +50,9 @@ pub enum Error {
     /// No DCP connection of the server has this name.
     #[error("no DCP connection named {0:?}")]
     NoSuchConnection(String),
+    /// A local-cluster operation failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 impl From<BucketError> for Error {

@@ -9,6 +9,13 @@
 //! - [`Server`] and [`ServerHandle`]: the core's data node (an in-memory
 //!   bucket behind a faithful producer) served on a TCP listener, with
 //!   in-process writes and fault injection.
+//! - [`ClusterConnection`]: a whole bucket from a cluster (seed nodes in a
+//!   `couchbase://` [`ConnectionString`]), one connection per node, one
+//!   merged event stream and one cluster-wide checkpoint, across
+//!   rebalances and failovers.
+//! - [`ClusterServer`] and [`ClusterServerHandle`]: the core's local
+//!   cluster (N nodes on consecutive ports, a shared vbucket map,
+//!   rebalance, failover, nodes added and removed).
 //!
 //! Both are one owner and one loop: write what the core has to send, hand
 //! out what it decoded, wait for readable bytes or the core's next deadline
@@ -54,11 +61,17 @@
     )
 )]
 
+mod cluster_connection;
+mod cluster_server;
 mod connection;
+mod connection_string;
 mod error;
 mod server;
 
+pub use cluster_connection::ClusterConnection;
+pub use cluster_server::{ClusterServer, ClusterServerHandle};
 pub use connection::Connection;
+pub use connection_string::{ConnectionString, DEFAULT_KV_PORT, InvalidConnectionString};
 pub use error::Error;
 pub use server::{Server, ServerHandle};
 

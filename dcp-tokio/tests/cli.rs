@@ -439,3 +439,62 @@ fn sigterm_stops_tail_with_its_checkpoint_saved() {
         .sum();
     assert_eq!(streamed, 100, "{saved}");
 }
+
+#[test]
+fn serve_a_local_cluster_and_tail_it_through_a_connection_string() {
+    let mut child = Command::new(DCP)
+        .args(["serve", "--listen", "127.0.0.1:0", "--user", "app:secret"])
+        .args(["--nodes", "3", "--vbuckets", "8", "--preload", "120"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn dcp serve --nodes 3");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut banner = Vec::new();
+    let connection_string = loop {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).expect("read the banner") == 0 {
+            let _ = child.kill();
+            panic!("no connection string in {banner:?}");
+        }
+        if let Some(cs) = line
+            .split_whitespace()
+            .find(|w| w.starts_with("couchbase://"))
+        {
+            break cs.to_owned();
+        }
+        banner.push(line);
+    };
+    thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let serve = Serve {
+        child,
+        addr: connection_string.clone(),
+    };
+    assert_eq!(
+        banner
+            .iter()
+            .filter(|l| l.trim_start().starts_with("node "))
+            .count(),
+        3,
+        "{banner:?}"
+    );
+    let out = dcp(&[
+        "tail",
+        &serve.addr,
+        "--user",
+        "app",
+        "--password",
+        "secret",
+        "--json",
+        "--limit",
+        "120",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let keys: BTreeSet<String> = out
+        .json_lines()
+        .iter()
+        .filter_map(|l| l.get("key").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    assert_eq!(keys.len(), 120, "every document once: {}", out.stderr);
+}

@@ -8,12 +8,12 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use dcp_proto::codec::{Frame, FrameDecoder, HEADER_LEN, Header};
-use dcp_proto::consumer::{Consumer, ConsumerConfig, StreamStart};
+use dcp_proto::codec::{Datatype, Frame, FrameDecoder, HEADER_LEN, Header};
+use dcp_proto::consumer::{Consumer, ConsumerConfig, SnappyMode, StreamStart};
 use dcp_proto::msg::client::HelloResponse;
 use dcp_proto::msg::{
     CollectionKey, FailoverEntry, FailoverLog, Message, StatusResponse, StreamRequestResponse,
-    XattrValue, read_leb128_u32,
+    XattrValue, compress_value, decompress_value, read_leb128_u32,
 };
 
 /// Header decoding: never panics; a decoded header re-encodes to its bytes.
@@ -145,12 +145,24 @@ pub fn value_parsers(data: &[u8]) {
     if let Ok(log) = FailoverLog::decode_value(data) {
         assert_eq!(log.entries.len() * 16, data.len());
     }
+    // Bounded: a hostile uncompressed length is refused, not allocated.
+    if let Ok((datatype, plain)) = decompress_value(Datatype::SNAPPY, &bytes, 1 << 16) {
+        assert!(!datatype.is_snappy() && plain.len() <= 1 << 16);
+        let (_, packed) = compress_value(datatype, &plain).expect("compressible");
+        assert_eq!(
+            decompress_value(Datatype::SNAPPY, &packed, 1 << 16),
+            Ok((datatype, plain))
+        );
+    }
 }
 
 /// A consumer past its handshake, streaming vbuckets 0 and 1 (whose stream
-/// opaques are returned), flow control on with a small window.
+/// opaques are returned), flow control on with a small window, Snappy
+/// values decompressed.
 pub fn ready_consumer(now: Instant) -> (Consumer, [u32; 2]) {
-    let config = ConsumerConfig::new("fuzz", "default").with_buffer_size(4096);
+    let config = ConsumerConfig::new("fuzz", "default")
+        .with_buffer_size(4096)
+        .with_snappy(SnappyMode::Decompress);
     let mut consumer = Consumer::new(config, "nonce", now).expect("consumer");
     consumer
         .open_stream(0, StreamStart::Beginning, None)

@@ -149,6 +149,12 @@ impl Disk {
         }
     }
 
+    /// Releases every pin (a copy of the vbucket installed on another node
+    /// carries none of this node's backfills).
+    pub(crate) fn unpin_all(&mut self) {
+        self.pins.clear();
+    }
+
     /// Forgets superseded versions whose successor is at or below
     /// `memory_low - 1` and at or below every pinned snapshot end.
     pub(crate) fn collect_garbage(&mut self, memory_low: u64) {

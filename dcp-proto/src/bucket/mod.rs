@@ -430,6 +430,33 @@ impl Bucket {
         Ok(())
     }
 
+    /// Replaces vbucket `copy.id()` with a copy of another node's vbucket
+    /// (same history, uuid and failover log), in `state`: a replica brought
+    /// up to date, or a vbucket moved here by a rebalance (a transfer adds
+    /// no failover entry). A change of state ends the streams of the
+    /// vbucket being replaced (StateChanged).
+    pub(crate) fn install_vbucket(
+        &mut self,
+        mut copy: VBucket,
+        state: VbucketState,
+    ) -> Result<(), BucketError> {
+        let vb = copy.id;
+        let slot = self.vbucket_mut(vb)?;
+        let from = slot.state;
+        copy.state = state;
+        copy.disk.unpin_all();
+        *slot = copy;
+        if from != state {
+            self.events.push(BucketEvent::StateChanged {
+                vbucket: vb,
+                from,
+                to: state,
+            });
+        }
+        self.touched.insert(vb);
+        Ok(())
+    }
+
     /// Takes the vbuckets written since the last call.
     pub(crate) fn take_touched(&mut self) -> BTreeSet<u16> {
         core::mem::take(&mut self.touched)

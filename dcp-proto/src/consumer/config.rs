@@ -20,6 +20,26 @@ pub enum RollbackMode {
     Confirm,
 }
 
+/// Snappy value compression (HELLO Snappy, datatype bit 0x02).
+///
+/// With Snappy negotiated the producer may send values compressed; the
+/// flow-control credit of an event is always the size received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SnappyMode {
+    /// Not requested: values arrive uncompressed.
+    #[default]
+    Off,
+    /// Requested; compressed values reach the application as sent, with
+    /// the Snappy datatype bit (see [`crate::msg::decompress_value`]).
+    Negotiate,
+    /// Requested; compressed values are decompressed (at most
+    /// [`ConsumerConfig::max_frame_len`] bytes each) before the event
+    /// reaches the application, and the Snappy bit is cleared. A corrupt or
+    /// oversized value is a fatal [`ProtocolError::BadSnappyValue`](super::ProtocolError::BadSnappyValue).
+    Decompress,
+}
+
 /// One DCP_CONTROL setting sent during the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlSetting {
@@ -81,6 +101,8 @@ pub struct ConsumerConfig {
     pub agent: String,
     /// Ask for collection-aware streams (HELLO Collections).
     pub collections: bool,
+    /// Snappy compression of values (default off).
+    pub snappy: SnappyMode,
     /// DCP_OPEN flags in addition to Producer (e.g. include xattrs, no
     /// value, include delete times).
     pub open_flags: OpenFlags,
@@ -139,6 +161,7 @@ impl ConsumerConfig {
             ],
             agent: concat!("dcp-rs/", env!("CARGO_PKG_VERSION")).to_string(),
             collections: false,
+            snappy: SnappyMode::Off,
             open_flags: OpenFlags::empty(),
             noop_interval: Some(Duration::from_secs(120)),
             dead_connection_factor: 2,
@@ -191,6 +214,12 @@ impl ConsumerConfig {
     /// Asks for collection-aware streams.
     pub fn with_collections(mut self, collections: bool) -> Self {
         self.collections = collections;
+        self
+    }
+
+    /// Sets the Snappy mode.
+    pub fn with_snappy(mut self, snappy: SnappyMode) -> Self {
+        self.snappy = snappy;
         self
     }
 

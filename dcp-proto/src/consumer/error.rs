@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::auth::AuthError;
 use crate::codec::{DecodeError, EncodeError, Opcode, Status};
+use crate::msg::SnappyError;
 use crate::session::Violation;
 
 /// A handshake step, named in errors.
@@ -155,6 +156,15 @@ pub enum ProtocolError {
     /// A request the producer never sends to a consumer.
     #[error("unexpected request {0} from the producer")]
     UnexpectedRequest(Opcode),
+    /// A Snappy-compressed value that could not be decompressed (corrupt,
+    /// or larger than the maximum frame length).
+    #[error("{opcode} with a bad Snappy value: {error}")]
+    BadSnappyValue {
+        /// Its opcode.
+        opcode: Opcode,
+        /// What is wrong with the value.
+        error: SnappyError,
+    },
     /// A rollback seqno not below the requested start.
     #[error("rollback to {seqno} from start {start} would skip changes")]
     RollbackAhead {

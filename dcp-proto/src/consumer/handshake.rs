@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::config::{ConsumerConfig, ControlSetting};
+use super::config::{ConsumerConfig, ControlSetting, SnappyMode};
 use super::error::{ConsumerError, HandshakeStep, ProtocolError};
 use super::outbox::Outbox;
 use crate::auth::{Mechanism, ScramClient, plain_initial};
@@ -27,6 +27,8 @@ pub struct Negotiated {
     pub collections: bool,
     /// Values may carry xattrs.
     pub xattr: bool,
+    /// Values may arrive Snappy-compressed (HELLO Snappy accepted).
+    pub snappy: bool,
     /// The SASL mechanism used, if any.
     pub mechanism: Option<Mechanism>,
     /// The DCP_OPEN flags sent.
@@ -92,6 +94,9 @@ fn requested_features(config: &ConsumerConfig) -> Vec<HelloFeature> {
     }
     if config.collections {
         features.push(HelloFeature::Collections);
+    }
+    if config.snappy != SnappyMode::Off {
+        features.push(HelloFeature::Snappy);
     }
     features
 }
@@ -216,6 +221,7 @@ impl Handshake {
                 }
                 self.negotiated.collections = response.has(HelloFeature::Collections);
                 self.negotiated.xattr = response.has(HelloFeature::Xattr);
+                self.negotiated.snappy = response.has(HelloFeature::Snappy);
                 self.negotiated.features = response.features;
                 self.after_hello(config, out)
             }

@@ -67,7 +67,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-pub use config::{ConsumerConfig, ControlSetting, RollbackMode};
+pub use config::{ConsumerConfig, ControlSetting, RollbackMode, SnappyMode};
 pub use error::{CommandError, ConsumerError, HandshakeStep, ProtocolError};
 pub use event::{Credit, Event};
 pub use handshake::Negotiated;
@@ -1019,7 +1019,11 @@ impl Consumer {
             .into());
         }
         let opcode = frame.opcode();
-        let message = Message::from_frame(frame)?;
+        let mut message = Message::from_frame(frame)?;
+        if self.config.snappy == SnappyMode::Decompress {
+            decompress_message(&mut message, self.config.max_frame_len)
+                .map_err(|error| ProtocolError::BadSnappyValue { opcode, error })?;
+        }
         let Some(state) = self.vbuckets.get_mut(&vbucket) else {
             return Ok(());
         };
@@ -1061,6 +1065,21 @@ fn is_stream_message(opcode: Opcode) -> bool {
             | Opcode::DcpCacheTransfer
             | Opcode::DcpCacheTransferEnd
     )
+}
+
+/// Replaces a Snappy-compressed value of a data message by the plain one.
+fn decompress_message(message: &mut Message, max: usize) -> Result<(), crate::msg::SnappyError> {
+    let (datatype, value) = match message {
+        Message::Mutation(m) => (&mut m.datatype, &mut m.value),
+        Message::Deletion(m) => (&mut m.datatype, &mut m.value),
+        Message::Expiration(m) => (&mut m.datatype, &mut m.value),
+        Message::Prepare(m) => (&mut m.datatype, &mut m.value),
+        _ => return Ok(()),
+    };
+    if datatype.is_snappy() {
+        (*datatype, *value) = crate::msg::decompress_value(*datatype, value, max)?;
+    }
+    Ok(())
 }
 
 fn set_credit(event: &mut Event, credit: Credit) {

@@ -12,6 +12,7 @@ pub mod dcp;
 mod failover_log;
 mod key;
 mod message;
+mod snappy;
 mod status_response;
 mod stream_id;
 mod xattr;
@@ -22,5 +23,6 @@ pub use key::{
     CollectionKey, DEFAULT_COLLECTION, MAX_LEB128_LEN, leb128_len, put_leb128_u32, read_leb128_u32,
 };
 pub use message::Message;
+pub use snappy::{SnappyError, compress_value, decompress_value};
 pub use status_response::StatusResponse;
 pub use xattr::{XattrPairs, XattrValue};

@@ -81,7 +81,11 @@ pub(crate) fn get_cluster_config(
     let (datatype, config) = if current {
         (Datatype::RAW, Bytes::new())
     } else {
-        (Datatype::JSON, Bytes::from(config_json(ctx, rev)))
+        let json = match ctx.cluster_config {
+            Some(shared) => Bytes::copy_from_slice(shared),
+            None => Bytes::from(config_json(ctx, rev)),
+        };
+        (Datatype::JSON, json)
     };
     let response = GetClusterConfigResponse {
         status: Status::Success,

@@ -18,13 +18,14 @@ use crate::msg::client::HelloFeature;
 use crate::msg::{OpenFlags, StatusResponse};
 
 /// The HELLO features this node grants, in the order it answers them.
-pub(crate) const SUPPORTED_FEATURES: [HelloFeature; 11] = [
+pub(crate) const SUPPORTED_FEATURES: [HelloFeature; 12] = [
     HelloFeature::TcpNoDelay,
     HelloFeature::MutationSeqno,
     HelloFeature::Xattr,
     HelloFeature::Xerror,
     HelloFeature::SelectBucket,
     HelloFeature::Json,
+    HelloFeature::Snappy,
     HelloFeature::UnorderedExecution,
     HelloFeature::AltRequestSupport,
     HelloFeature::Collections,
@@ -68,6 +69,9 @@ pub(crate) struct DcpConn {
     pub(crate) name: String,
     pub(crate) flags: OpenFlags,
     pub(crate) controls: Controls,
+    /// HELLO Snappy was granted when DCP_OPEN ran: values may be sent
+    /// compressed.
+    pub(crate) snappy: bool,
     pub(crate) window: ProducerWindow,
     pub(crate) liveness: Liveness,
     pub(crate) streams: BTreeMap<StreamKey, Stream>,

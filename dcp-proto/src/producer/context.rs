@@ -40,6 +40,8 @@ pub(crate) struct Ctx<'a> {
     /// Every other connection (for the `dcp` stats).
     pub(crate) others: &'a BTreeMap<ConnectionId, Connection>,
     pub(crate) now: Instant,
+    /// The cluster-wide config JSON served instead of the node's own.
+    pub(crate) cluster_config: Option<&'a [u8]>,
     /// `now` as wall-clock time (for CAS values, TTLs, delete times).
     pub(crate) wall_clock: SystemTime,
 }

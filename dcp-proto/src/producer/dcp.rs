@@ -66,6 +66,7 @@ pub(crate) fn open(
         name,
         flags,
         controls: Controls::default(),
+        snappy: conn.features.snappy,
         window: ProducerWindow::default(),
         liveness: Liveness::new(
             ctx.config.default_noop_interval,

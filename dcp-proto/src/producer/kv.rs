@@ -14,7 +14,7 @@ use crate::msg::client::{
     Concat, Counter, CounterResponse, Delete, Get, GetAndTouch, GetResponse, MutationResponse,
     MutationToken, Store, Touch,
 };
-use crate::msg::{CollectionKey, DEFAULT_COLLECTION};
+use crate::msg::{CollectionKey, DEFAULT_COLLECTION, SnappyError, decompress_value};
 
 /// Whether `opcode` is a KV command this node serves.
 pub(crate) fn is_kv(opcode: Opcode) -> bool {
@@ -52,6 +52,14 @@ fn token(conn: &Connection, info: &MutationInfo) -> Option<MutationToken> {
         vbucket_uuid: info.vbucket_uuid,
         seqno: info.seqno,
     })
+}
+
+/// A compressed value that cannot be stored: E2BIG or EINVAL.
+fn snappy_error(e: SnappyError) -> BucketError {
+    match e {
+        SnappyError::TooLarge { len, max } => BucketError::ValueTooLarge { len, max },
+        _ => BucketError::Invalid("corrupt Snappy value"),
+    }
 }
 
 fn mutation_reply(
@@ -204,7 +212,9 @@ pub(crate) fn handle(
         }
         Opcode::Set | Opcode::Add | Opcode::Replace => {
             let req = decode!(Store);
-            if (req.datatype.is_xattr() && !conn.features.xattr) || req.datatype.is_snappy() {
+            if (req.datatype.is_xattr() && !conn.features.xattr)
+                || (req.datatype.is_snappy() && !conn.features.snappy)
+            {
                 return conn.status(opcode, Status::Einval, opaque);
             }
             let key = key!(req.key);
@@ -218,10 +228,13 @@ pub(crate) fn handle(
                 .flags(req.flags)
                 .expiry(req.expiry)
                 .datatype(Datatype(req.datatype.bits() & Datatype::XATTR.bits()));
-            let value = req.value;
-            let result = ctx
-                .bucket
-                .write_vb(vb, |v, max| v.store(mode, key, value, opts, max, now));
+            let (sent, value) = (req.datatype, req.value);
+            let result = ctx.bucket.write_vb(vb, |v, max| {
+                // Stored uncompressed (as a server whose compression mode is
+                // off): DCP then compresses per connection.
+                let (_, value) = decompress_value(sent, &value, max).map_err(snappy_error)?;
+                v.store(mode, key, value, opts, max, now)
+            });
             mutation_reply(conn, opcode, opaque, result)
         }
         Opcode::Delete => {
@@ -232,10 +245,15 @@ pub(crate) fn handle(
         }
         Opcode::Append | Opcode::Prepend => {
             let req = decode!(Concat);
+            let sent = frame.datatype();
+            if sent.is_snappy() && !conn.features.snappy {
+                return conn.status(opcode, Status::Einval, opaque);
+            }
             let key = key!(req.key);
             let append = opcode == Opcode::Append;
             let value = req.value;
             let result = ctx.bucket.write_vb(vb, |v, max| {
+                let (_, value) = decompress_value(sent, &value, max).map_err(snappy_error)?;
                 v.concat(append, key, &value, req.cas, max, now)
             });
             mutation_reply(conn, opcode, opaque, result)

@@ -12,6 +12,9 @@
 //! faithfulness: where the server behaves oddly
 //! (`shared/spec/behavior.md`), so does this node.
 //!
+//! [`LocalCluster`] runs several nodes as one cluster: a shared vbucket map
+//! and config, replication, rebalance, failover, nodes added and removed.
+//!
 //! # Driving contract
 //!
 //! The node has no sockets, threads, clocks or randomness of its own: an
@@ -124,6 +127,12 @@
 //!   markers; DELETION v1/v2 (delete time 0 from memory), EXPIRATION only
 //!   with the control and IncludeDeleteTimes; xattrs and values shaped by
 //!   the open flags.
+//! - Snappy: offered in HELLO; on connections that negotiated it, DCP
+//!   values are sent compressed when that makes them smaller (every
+//!   non-empty value with `force_value_compression`, which is EINVAL
+//!   without Snappy). A SET with the Snappy datatype (Snappy negotiated,
+//!   else EINVAL) is stored decompressed, as with compression mode off, so
+//!   clients without Snappy always receive plain values.
 //! - STREAM_END reasons: OK (end reached, or start ≥ end at once), Closed
 //!   (CLOSE_STREAM with `send_stream_end_on_client_close_stream`),
 //!   StateChanged (vbucket state change; a purge that overtook a backfill's
@@ -148,8 +157,8 @@
 //!   v2.0 when it is enabled; SEQNO_ACKNOWLEDGED is accepted and ignored.
 //! - Takeover streams, ns_server consumer connections (DCP_OPEN without
 //!   the Producer flag is NOT_SUPPORTED), ADD_STREAM, cache transfer
-//!   (NOT_SUPPORTED), change streams (NOT_SUPPORTED), Snappy (not offered
-//!   in HELLO, so `force_value_compression` is EINVAL), TLS, RBAC beyond
+//!   (NOT_SUPPORTED), change streams (NOT_SUPPORTED), documents stored
+//!   compressed (compression modes passive and active), TLS, RBAC beyond
 //!   "authenticated" and "admin", the stream-buffer TooSlow and
 //!   BackfillFailed ends, NOT_MY_VBUCKET bodies with a cluster map.
 //! - Persistence is immediate (persisted seqno = high seqno); a failover
@@ -172,6 +181,7 @@ mod error;
 mod handshake;
 mod kv;
 mod liveness;
+mod local_cluster;
 mod node;
 mod outgoing;
 mod sasl;
@@ -184,4 +194,5 @@ mod users;
 pub use admin::{ADMIN_OPCODE, AdminCommand};
 pub use config::NodeConfig;
 pub use error::{CloseReason, ConnectionId, ProducerError};
+pub use local_cluster::{ClusterError, LocalCluster, NodeId};
 pub use node::Node;

@@ -30,6 +30,8 @@ pub struct Node {
     rng: Rng,
     next_id: u64,
     config_rev: i64,
+    /// A cluster-wide config served instead of the node's own: (rev, JSON).
+    cluster_config: Option<(i64, Vec<u8>)>,
     wakeups: BTreeSet<ConnectionId>,
     /// The first instant seen, paired with `config.wall_clock_base`.
     clock_anchor: Option<Instant>,
@@ -53,6 +55,7 @@ impl Node {
             rng: seeds.fork(0x6e6f_6e63_6573),
             next_id: 1,
             config_rev: 1,
+            cluster_config: None,
             wakeups: BTreeSet::new(),
             clock_anchor: None,
             config,
@@ -164,13 +167,20 @@ impl Node {
             others: &self.conns,
             now,
             wall_clock,
+            cluster_config: self
+                .cluster_config
+                .as_ref()
+                .map(|(_, json)| json.as_slice()),
         };
+        let config_rev = self
+            .cluster_config
+            .as_ref()
+            .map_or(self.config_rev, |c| c.0);
         let mut outcome = Ok(());
         while conn.out.len() < ctx.config.max_pending_output {
             match conn.decoder.decode(rx) {
                 Ok(Some(frame)) => {
-                    if let Err(reason) = handle_frame(&mut conn, &frame, &mut ctx, self.config_rev)
-                    {
+                    if let Err(reason) = handle_frame(&mut conn, &frame, &mut ctx, config_rev) {
                         outcome = Err(reason);
                         break;
                     }
@@ -282,6 +292,26 @@ impl Node {
             let _ = DcpNoop { opaque }.encode(&mut conn.out);
             self.wakeups.insert(id);
         }
+    }
+
+    /// Serves `json` (a bucket config at revision `rev`, e.g. one shared by
+    /// every node of a [`LocalCluster`](super::LocalCluster)) from
+    /// GET_CLUSTER_CONFIG instead of the node's own one-node config.
+    pub fn set_cluster_config(&mut self, rev: i64, json: Vec<u8>) {
+        self.cluster_config = Some((rev, json));
+    }
+
+    /// Installs a copy of another node's vbucket (same history, uuid and
+    /// failover log) in `state`; a change of state ends its streams here
+    /// with StateChanged.
+    pub(crate) fn install_vbucket(
+        &mut self,
+        copy: crate::bucket::VBucket,
+        state: VbucketState,
+    ) -> Result<(), ProducerError> {
+        self.bucket.install_vbucket(copy, state)?;
+        self.sync();
+        Ok(())
     }
 
     /// Connections that may have something new to send (bucket writes,

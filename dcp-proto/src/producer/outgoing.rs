@@ -1,6 +1,6 @@
 //! Encoding a stream's messages as the connection negotiated them: the
 //! marker version, DELETION v1/v2, EXPIRATION, value and xattr stripping,
-//! collection-id key prefixes and stream-id framing.
+//! collection-id key prefixes, Snappy compression and stream-id framing.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -9,7 +9,7 @@ use crate::bucket::{Document, DocumentKind};
 use crate::codec::{Datatype, EncodeError, Opcode};
 use crate::msg::{
     Deletion, Expiration, MarkerFormat, Mutation, OpenFlags, SeqnoAdvanced, SnapshotFlags,
-    SnapshotMarker, StreamEnd,
+    SnapshotMarker, StreamEnd, compress_value,
 };
 
 /// What the connection negotiated that shapes stream messages.
@@ -20,6 +20,10 @@ pub(crate) struct EncodeContext {
     pub(crate) expiry_opcode: bool,
     pub(crate) marker_v2_2: bool,
     pub(crate) sync_replication: bool,
+    /// The client negotiated Snappy.
+    pub(crate) snappy: bool,
+    /// `force_value_compression`: compress every non-empty value.
+    pub(crate) force_compression: bool,
 }
 
 /// Which stream a message belongs to.
@@ -90,6 +94,21 @@ fn tombstone_value(doc: &Document, flags: OpenFlags) -> (Bytes, Datatype) {
     }
 }
 
+/// The value as sent: with Snappy negotiated, compressed when that makes it
+/// smaller (every non-empty value with `force_value_compression`); without
+/// Snappy, never compressed.
+fn wire_value((value, datatype): (Bytes, Datatype), ctx: &EncodeContext) -> (Bytes, Datatype) {
+    if !ctx.snappy || value.is_empty() || datatype.is_snappy() {
+        return (value, datatype);
+    }
+    match compress_value(datatype, &value) {
+        Some((packed_type, packed)) if ctx.force_compression || packed.len() < value.len() => {
+            (packed, packed_type)
+        }
+        _ => (value, datatype),
+    }
+}
+
 /// Appends `message` to `buf`; returns its opcode (for flow-control
 /// accounting).
 pub(crate) fn encode(
@@ -144,7 +163,7 @@ pub(crate) fn encode(
             let delete_times = flags.contains(OpenFlags::INCLUDE_DELETE_TIMES);
             match doc.kind {
                 DocumentKind::Mutation => {
-                    let (value, datatype) = mutation_value(doc, flags);
+                    let (value, datatype) = wire_value(mutation_value(doc, flags), ctx);
                     Mutation {
                         vbucket,
                         opaque,
@@ -164,7 +183,7 @@ pub(crate) fn encode(
                     Ok(Opcode::DcpMutation)
                 }
                 DocumentKind::Expiration if ctx.expiry_opcode && delete_times => {
-                    let (value, datatype) = tombstone_value(doc, flags);
+                    let (value, datatype) = wire_value(tombstone_value(doc, flags), ctx);
                     Expiration {
                         vbucket,
                         opaque,
@@ -181,7 +200,7 @@ pub(crate) fn encode(
                     Ok(Opcode::DcpExpiration)
                 }
                 DocumentKind::Deletion | DocumentKind::Expiration => {
-                    let (value, datatype) = tombstone_value(doc, flags);
+                    let (value, datatype) = wire_value(tombstone_value(doc, flags), ctx);
                     // In-memory deletes carry delete time 0 (wire.md §7).
                     let delete_time =
                         delete_times.then_some(if *from_disk { doc.delete_time } else { 0 });
@@ -269,5 +288,40 @@ mod tests {
         assert!(XattrValue::split(&v).unwrap().body.is_empty());
         let key = wire_key(&doc, true);
         assert_eq!(&key[..], b"\x00k");
+    }
+
+    #[test]
+    fn values_are_compressed_only_with_snappy() {
+        let ctx = EncodeContext {
+            collections: false,
+            open_flags: OpenFlags::PRODUCER,
+            expiry_opcode: false,
+            marker_v2_2: false,
+            sync_replication: false,
+            snappy: false,
+            force_compression: false,
+        };
+        let long = Bytes::from("ab".repeat(50));
+        let short = Bytes::from_static(b"{}");
+        let plain = wire_value((long.clone(), Datatype::RAW), &ctx);
+        assert_eq!(plain, (long.clone(), Datatype::RAW));
+        let snappy = EncodeContext {
+            snappy: true,
+            ..ctx
+        };
+        let (v, d) = wire_value((long.clone(), Datatype::XATTR), &snappy);
+        assert_eq!(d, Datatype::XATTR | Datatype::SNAPPY);
+        assert!(v.len() < long.len());
+        // Not smaller: sent plain, unless forced; empty values never.
+        let kept = wire_value((short.clone(), Datatype::JSON), &snappy);
+        assert_eq!(kept, (short.clone(), Datatype::JSON));
+        let forced = EncodeContext {
+            force_compression: true,
+            ..snappy
+        };
+        let (v, d) = wire_value((short.clone(), Datatype::JSON), &forced);
+        assert!(d.is_snappy() && v.len() > short.len());
+        let empty = wire_value((Bytes::new(), Datatype::RAW), &forced);
+        assert_eq!(empty, (Bytes::new(), Datatype::RAW));
     }
 }

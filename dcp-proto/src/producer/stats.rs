@@ -90,6 +90,10 @@ pub(crate) fn connection_stats(conn: &Connection, out: &mut Vec<(String, String)
     put("noop_wait", bool_stat(dcp.liveness.outstanding.is_some()));
     put("enable_stream_id", bool_stat(dcp.controls.stream_id));
     put(
+        "force_value_compression",
+        bool_stat(dcp.snappy && dcp.controls.force_value_compression),
+    );
+    put(
         "max_marker_version",
         if dcp.controls.max_marker_v2_2 {
             "2.2"

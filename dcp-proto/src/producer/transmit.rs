@@ -37,6 +37,8 @@ pub(crate) fn transmit_streams(
         expiry_opcode: dcp.controls.expiry_opcode,
         marker_v2_2: dcp.controls.max_marker_v2_2,
         sync_replication: dcp.controls.sync_replication(),
+        snappy: dcp.snappy,
+        force_compression: dcp.snappy && dcp.controls.force_value_compression,
     };
     'rounds: loop {
         let mut progress = false;

@@ -41,7 +41,8 @@ Every user may also run `dcp admin` against the server. Standard
 memcached-binary clients can write documents to it and read its STAT groups.
 
 Example:
-  dcp serve --listen 127.0.0.1:11210 --vbuckets 64 --preload 10000 --load-rate 500/s")]
+  dcp serve --listen 127.0.0.1:11210 --vbuckets 64 --preload 10000 --load-rate 500/s
+  dcp serve --nodes 3 --listen 127.0.0.1:11210   (a local cluster on ports 11210-11212)")]
 pub(crate) struct ServeArgs {
     /// Address to listen on (port 0 picks a free port)
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:11210")]
@@ -71,6 +72,15 @@ pub(crate) struct ServeArgs {
     /// Generated writes per second while serving, e.g. 500/s (0: none)
     #[arg(long, value_name = "N/s", default_value = "0", value_parser = parse_rate)]
     pub(crate) load_rate: f64,
+
+    /// Data nodes of a local cluster, on consecutive ports from --listen
+    /// (1: a single node)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) nodes: u16,
+
+    /// Replicas per vbucket in a local cluster (--nodes above 1)
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub(crate) replicas: usize,
 
     #[command(flatten)]
     pub(crate) load: LoadArgs,

@@ -4,10 +4,13 @@
 mod admin;
 mod args;
 mod checkpoint_file;
+mod cluster_console;
 mod load;
 mod output;
 mod serve;
+mod serve_cluster;
 mod tail;
+mod tail_cluster;
 
 use std::process::ExitCode;
 

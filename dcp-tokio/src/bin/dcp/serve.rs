@@ -51,6 +51,9 @@ fn tail_line(addr: &str, bucket: &str, user: &(String, String), vbuckets: u16) -
 
 /// Runs `dcp serve` until Ctrl-C.
 pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
+    if args.nodes > 1 {
+        return crate::serve_cluster::run(args, node_config).await;
+    }
     let config = node_config(&args.bucket, args.vbuckets, &args.users, args.load.seed);
     let server = bind(&args.listen, config).await?;
     let handle = server.handle();

@@ -48,6 +48,12 @@ struct Progress {
 
 /// Runs `dcp tail`.
 pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
+    if let Some(address) = args.address.clone()
+        && address.starts_with("couchbase://")
+    {
+        let name = args.name.clone().unwrap_or_else(default_name);
+        return crate::tail_cluster::run(args, &address, name).await;
+    }
     let addr = match &args.address {
         Some(address) => normalize_address(address)?,
         None => {
@@ -271,7 +277,7 @@ fn save(saved: &mut Checkpoint, conn: &Connection, path: &Path) -> Result<(), Fa
 
 /// Ctrl-C, or (on Unix) SIGTERM: both stop `dcp tail` with its checkpoint
 /// saved. If no handler can be installed, never.
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -1,0 +1,148 @@
+//! `dcp tail couchbase://h1,h2/bucket`: follow a whole cluster.
+
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use dcp_tokio::ClusterConnection;
+use dcp_tokio::dcp_proto::auth::Credentials;
+use dcp_tokio::dcp_proto::cluster::{InitialStart, OrchestratorConfig, VbucketSelection};
+use dcp_tokio::dcp_proto::consumer::{ConsumerConfig, Event};
+use dcp_tokio::dcp_proto::session::Checkpoint;
+use tokio::time::Instant;
+
+use crate::args::{StartFrom, TailArgs, parse_vbuckets};
+use crate::output::{bytes, change_size, json_line, thousands};
+use crate::{Failure, checkpoint_file};
+
+const TICK: Duration = Duration::from_secs(1);
+
+/// Runs `dcp tail` against the cluster named by the connection string
+/// `address`.
+pub(crate) async fn run(args: TailArgs, address: &str, name: String) -> Result<(), Failure> {
+    let mut saved = match &args.checkpoint {
+        Some(path) => checkpoint_file::load(path)?.unwrap_or_default(),
+        None => Checkpoint::new(),
+    };
+    saved.version = Checkpoint::VERSION;
+    let config = ConsumerConfig::new(name.as_str(), args.bucket.as_str())
+        .with_credentials(Credentials::new(args.user.as_str(), args.password.as_str()))
+        .with_auto_ack(true)
+        .with_buffer_size(args.window);
+    let mut settings = OrchestratorConfig::new()
+        .with_start(match args.from {
+            StartFrom::Beginning => InitialStart::Beginning,
+            StartFrom::Now => InitialStart::Now,
+        })
+        .with_end_seqno(args.end_seqno);
+    if args.vbuckets != "all" {
+        let vbuckets = parse_vbuckets(&args.vbuckets, u16::MAX).map_err(Failure)?;
+        settings = settings.with_vbuckets(VbucketSelection::only(vbuckets));
+    }
+    let mut conn = ClusterConnection::connect(address, config, settings, saved.clone())
+        .await
+        .map_err(|err| Failure(format!("cannot bootstrap from {address}: {err}")))?;
+    let bucket = conn
+        .orchestrator()
+        .config()
+        .map_or_else(String::new, |c| c.name().to_owned());
+    eprintln!(
+        "dcp tail: following bucket {bucket:?} on {} nodes from {address} as DCP connection {name:?}",
+        conn.orchestrator()
+            .config()
+            .map_or(0, |c| c.servers().len())
+    );
+
+    let stdout_is_terminal = io::stdout().is_terminal();
+    let stderr_is_terminal = io::stderr().is_terminal();
+    let show_progress = !args.json || (stderr_is_terminal && !stdout_is_terminal);
+    let mut out = BufWriter::with_capacity(64 * 1024, io::stdout());
+    let mut ticker = tokio::time::interval_at(Instant::now() + TICK, TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let stop = crate::tail::stop_signal();
+    tokio::pin!(stop);
+    let (mut items, mut item_bytes, mut rollbacks) = (0u64, 0u64, 0u64);
+    let mut failure = None;
+    loop {
+        if args.limit.is_some_and(|limit| items >= limit) {
+            break;
+        }
+        tokio::select! {
+            biased;
+            () = &mut stop => break,
+            _ = ticker.tick() => {
+                if show_progress {
+                    let nodes = conn.connected_nodes().len();
+                    eprint!(
+                        "{}dcp tail: {} changes ({}), {rollbacks} rollbacks, {nodes} nodes{}",
+                        if stderr_is_terminal { "\r\x1b[2K" } else { "" },
+                        thousands(items),
+                        bytes(item_bytes),
+                        if stderr_is_terminal { "" } else { "\n" },
+                    );
+                }
+                if out.flush().is_err() {
+                    break;
+                }
+                if let Some(path) = &args.checkpoint {
+                    save(&mut saved, &conn, path)?;
+                }
+            }
+            event = conn.next_event() => match event {
+                Ok(Some(event)) => {
+                    if let Some(size) = change_size(&event) {
+                        items += 1;
+                        item_bytes += size as u64;
+                    }
+                    if let Event::Rollback { .. } = event {
+                        rollbacks += 1;
+                    }
+                    if args.json && let Some(line) = json_line(&event) {
+                        let written = serde_json::to_writer(&mut out, &line)
+                            .map_err(io::Error::from)
+                            .and_then(|()| out.write_all(b"\n"));
+                        if written.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
+            },
+        }
+    }
+    let flushed = out.flush().is_ok();
+    if show_progress && stderr_is_terminal {
+        eprint!("\r\x1b[2K");
+    }
+    if flushed && let Some(path) = &args.checkpoint {
+        save(&mut saved, &conn, path)?;
+    }
+    for (vb, reason) in conn.failed() {
+        eprintln!("dcp tail: vbucket {vb} given up: {reason:?}");
+    }
+    let totals = format!(
+        "{} changes ({} of keys and values), {rollbacks} rollbacks",
+        thousands(items),
+        bytes(item_bytes)
+    );
+    match failure {
+        Some(err) => Err(Failure(format!("dcp tail: {err} after {totals}"))),
+        None => {
+            eprintln!("dcp tail: stopped after {totals}");
+            Ok(())
+        }
+    }
+}
+
+fn save(saved: &mut Checkpoint, conn: &ClusterConnection, path: &Path) -> Result<(), Failure> {
+    let before = saved.clone();
+    saved.vbuckets.extend(conn.checkpoint().vbuckets);
+    if *saved == before && path.exists() {
+        return Ok(());
+    }
+    checkpoint_file::save(path, saved)
+}

@@ -1,0 +1,467 @@
+//! [`ClusterConnection`]: a whole bucket streamed from a cluster, one
+//! [`Connection`] per data node, driven by the core's
+//! [`ClusterOrchestrator`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dcp_proto::cluster::{
+    Action, ClusterOrchestrator, NodeAddress, OrchestratorConfig, StreamFailure,
+};
+use dcp_proto::consumer::{ConsumerConfig, Event, StreamStart};
+use dcp_proto::session::{Checkpoint, StreamPosition};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::connection::now;
+use crate::connection_string::ConnectionString;
+use crate::{Connection, Error};
+
+/// Reports buffered between the node tasks and the owner: a slow
+/// application stops the node tasks, whose connections then stop
+/// acknowledging, and the producers pause.
+const REPORT_QUEUE: usize = 256;
+
+/// What a node task asks of its connection.
+#[derive(Debug)]
+enum Command {
+    Open {
+        vbucket: u16,
+        start: StreamStart,
+        end: Option<u64>,
+    },
+    Close(u16),
+    RefreshConfig,
+}
+
+/// What a node task reports.
+#[derive(Debug)]
+enum Reported {
+    Connected,
+    Event(Box<Event>, Option<StreamPosition>),
+    Lost,
+}
+
+#[derive(Debug)]
+struct Report {
+    node: NodeAddress,
+    /// Which connection to the node (0: a one-off seed config fetch).
+    generation: u64,
+    what: Reported,
+}
+
+/// One node's connection task.
+#[derive(Debug)]
+struct Link {
+    generation: u64,
+    commands: mpsc::UnboundedSender<Command>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Streams a bucket from a whole cluster as one event stream, across
+/// rebalances, failovers, node additions and removals and lost
+/// connections, with one cluster-wide [`Checkpoint`].
+///
+/// It bootstraps from seed nodes (a `couchbase://h1,h2/bucket`
+/// [`ConnectionString`]), then runs the core's [`ClusterOrchestrator`]: one
+/// task per data node owns that node's [`Connection`] and reports its
+/// events; this value owns the orchestrator and hands out, in the order
+/// they arrive, the events of each vbucket's current stream (stale events
+/// of moved streams are dropped). Per vbucket the order is the producer's;
+/// across vbuckets events interleave.
+///
+/// Connections acknowledge flow control by themselves (`auto_ack` is
+/// forced on): the bounded queue between node tasks and
+/// [`next_event`](Self::next_event) is the back-pressure.
+///
+/// Persist [`checkpoint`](Self::checkpoint) with the data the events
+/// produced and resume with it; after a reported
+/// [`Event::Rollback`] discard that vbucket's changes above its seqno.
+#[derive(Debug)]
+pub struct ClusterConnection {
+    orchestrator: ClusterOrchestrator,
+    config: ConsumerConfig,
+    seeds: Vec<(String, u16)>,
+    links: HashMap<NodeAddress, Link>,
+    reports: mpsc::Receiver<Report>,
+    sender: mpsc::Sender<Report>,
+    generation: u64,
+    done: Vec<u16>,
+    failed: Vec<(u16, StreamFailure)>,
+    seed_fetch: Option<JoinHandle<()>>,
+}
+
+impl ClusterConnection {
+    /// Bootstraps from the seeds of `connection_string` (its bucket, if
+    /// named, replaces `config.bucket`): fetches the bucket config from the
+    /// first seed that answers, then connects to the data nodes and opens
+    /// the selected vbuckets from `checkpoint` (or as `settings` says).
+    pub async fn connect(
+        connection_string: &str,
+        mut config: ConsumerConfig,
+        settings: OrchestratorConfig,
+        checkpoint: Checkpoint,
+    ) -> Result<Self, Error> {
+        let parsed = ConnectionString::parse(connection_string)
+            .map_err(|e| Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+        if let Some(bucket) = parsed.bucket {
+            config.bucket = bucket;
+        }
+        config.auto_ack = true;
+        let (sender, reports) = mpsc::channel(REPORT_QUEUE);
+        let mut this = ClusterConnection {
+            orchestrator: ClusterOrchestrator::new(settings, checkpoint),
+            config,
+            seeds: parsed.seeds,
+            links: HashMap::new(),
+            reports,
+            sender,
+            generation: 0,
+            done: Vec::new(),
+            failed: Vec::new(),
+            seed_fetch: None,
+        };
+        let mut last_err = None;
+        for (host, port) in this.seeds.clone() {
+            match fetch_config(&host, port, &this.config).await {
+                Ok(json) => match this.orchestrator.handle_config(&json, &host, now()) {
+                    Ok(_) => {
+                        last_err = None;
+                        break;
+                    }
+                    Err(err) => {
+                        last_err = Some(Error::Io(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            err,
+                        )));
+                    }
+                },
+                Err(err) => last_err = Some(err),
+            }
+        }
+        if let Some(err) = last_err {
+            return Err(err);
+        }
+        if this.orchestrator.config().is_none() {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no seed node",
+            )));
+        }
+        this.act();
+        Ok(this)
+    }
+
+    /// The next event of any vbucket's current stream: changes, snapshot
+    /// markers, rollbacks, stream opens and ends. `Ok(None)` once every
+    /// selected vbucket reached its end seqno or failed (see
+    /// [`done`](Self::done) and [`failed`](Self::failed)). Cancel-safe.
+    pub async fn next_event(&mut self) -> Result<Option<Event>, Error> {
+        loop {
+            self.act();
+            if self.orchestrator.is_finished() {
+                return Ok(None);
+            }
+            let deadline = self.orchestrator.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                report = self.reports.recv() => {
+                    // Fed to the orchestrator only now, as it is handed
+                    // out: the checkpoint never runs ahead of the
+                    // application.
+                    if let Some(event) = report.and_then(|r| self.on_report(r)) {
+                        self.act();
+                        return Ok(Some(event));
+                    }
+                }
+                () = sleep => self.orchestrator.handle_timeout(now()),
+            }
+        }
+    }
+
+    /// Every selected vbucket's position as of the events handed out.
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.orchestrator.checkpoint()
+    }
+
+    /// The orchestrator (config in force, vbucket and node status).
+    pub fn orchestrator(&self) -> &ClusterOrchestrator {
+        &self.orchestrator
+    }
+
+    /// Vbuckets that reached their end seqno.
+    pub fn done(&self) -> &[u16] {
+        &self.done
+    }
+
+    /// Vbuckets given up, and why.
+    pub fn failed(&self) -> &[(u16, StreamFailure)] {
+        &self.failed
+    }
+
+    /// The nodes with a connection task.
+    pub fn connected_nodes(&self) -> Vec<NodeAddress> {
+        self.links.keys().cloned().collect()
+    }
+
+    // ----- internals -----------------------------------------------------
+
+    /// Feeds a report to the orchestrator; returns the event to hand out,
+    /// if it is one of a current stream.
+    fn on_report(&mut self, report: Report) -> Option<Event> {
+        let Report {
+            node,
+            generation,
+            what,
+        } = report;
+        if generation == 0 {
+            // A seed's answer to a config fetch.
+            if let Reported::Event(event, _) = what
+                && let Event::ClusterConfig { config, .. } = *event
+            {
+                let _ = self.orchestrator.handle_config(&config, node.host(), now());
+            }
+            return None;
+        }
+        if self.links.get(&node).map(|l| l.generation) != Some(generation) {
+            return None; // a connection reported lost or closed
+        }
+        let at = now();
+        match what {
+            Reported::Connected => self.orchestrator.handle_node_connected(&node, at),
+            Reported::Lost => {
+                self.links.remove(&node);
+                self.orchestrator.handle_node_lost(&node, at);
+            }
+            Reported::Event(event, position) => match *event {
+                Event::ClusterConfig { config, .. } => {
+                    let _ = self.orchestrator.handle_config(&config, node.host(), at);
+                }
+                event => {
+                    let current = self.orchestrator.handle_stream_event(&node, &event, at);
+                    if let (Event::StreamOpened { vbucket, .. }, Some(position)) =
+                        (&event, position)
+                    {
+                        self.orchestrator.handle_position(&node, *vbucket, position);
+                    }
+                    if current && !matches!(event, Event::Ready(_)) {
+                        return Some(event);
+                    }
+                }
+            },
+        }
+        None
+    }
+
+    /// Carries out the orchestrator's actions.
+    fn act(&mut self) {
+        while let Some(action) = self.orchestrator.poll_action() {
+            match action {
+                Action::Connect(kv) => {
+                    self.generation += 1;
+                    let (commands, rx) = mpsc::unbounded_channel();
+                    let task = tokio::spawn(node_task(
+                        kv.address.clone(),
+                        self.generation,
+                        self.config.clone(),
+                        rx,
+                        self.sender.clone(),
+                    ));
+                    self.links.insert(
+                        kv.address,
+                        Link {
+                            generation: self.generation,
+                            commands,
+                            task,
+                        },
+                    );
+                }
+                Action::Disconnect(node) => {
+                    self.links.remove(&node);
+                }
+                Action::OpenStream {
+                    node,
+                    vbucket,
+                    start,
+                    end,
+                } => self.command(
+                    &node,
+                    Command::Open {
+                        vbucket,
+                        start,
+                        end,
+                    },
+                ),
+                Action::CloseStream { node, vbucket } => {
+                    self.command(&node, Command::Close(vbucket))
+                }
+                Action::RefreshConfig { via } => match via {
+                    Some(node) if self.links.contains_key(&node) => {
+                        self.command(&node, Command::RefreshConfig);
+                    }
+                    _ => self.fetch_from_seed(),
+                },
+                Action::StreamDone { vbucket } => self.done.push(vbucket),
+                Action::Fail { vbucket, reason } => self.failed.push((vbucket, reason)),
+                _ => {}
+            }
+        }
+    }
+
+    fn command(&mut self, node: &NodeAddress, command: Command) {
+        if let Some(link) = self.links.get(node) {
+            let _ = link.commands.send(command);
+        }
+    }
+
+    /// Fetches a config from the seeds in the background (no node is
+    /// connected); the answer arrives as a generation-0 report.
+    fn fetch_from_seed(&mut self) {
+        if self.seed_fetch.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let seeds = self.seeds.clone();
+        let config = self.config.clone();
+        let sender = self.sender.clone();
+        self.seed_fetch = Some(tokio::spawn(async move {
+            for (host, port) in seeds {
+                if let Ok(json) = fetch_config(&host, port, &config).await {
+                    let event = Event::ClusterConfig {
+                        status: dcp_proto::codec::Status::Success,
+                        config: json.into(),
+                    };
+                    let _ = sender
+                        .send(Report {
+                            node: NodeAddress::new(host, port),
+                            generation: 0,
+                            what: Reported::Event(Box::new(event), None),
+                        })
+                        .await;
+                    return;
+                }
+            }
+        }));
+    }
+}
+
+impl Drop for ClusterConnection {
+    fn drop(&mut self) {
+        if let Some(task) = &self.seed_fetch {
+            task.abort();
+        }
+    }
+}
+
+/// `host:port`, IPv6 hosts bracketed.
+fn socket_string(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Connects to one node, asks for the bucket config and returns it.
+async fn fetch_config(host: &str, port: u16, config: &ConsumerConfig) -> Result<Vec<u8>, Error> {
+    let mut config = config.clone();
+    config.connection_name = format!("{}/config", config.connection_name);
+    let timeout = config.handshake_timeout.max(Duration::from_secs(1));
+    let mut conn = Connection::connect(socket_string(host, port), config).await?;
+    conn.request_cluster_config()?;
+    let wait = async {
+        while let Some(event) = conn.next_event().await? {
+            if let Event::ClusterConfig { status, config } = event {
+                if status.is_success() && !config.is_empty() {
+                    return Ok(config.to_vec());
+                }
+                break;
+            }
+        }
+        Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the node returned no bucket config",
+        )))
+    };
+    let result = tokio::time::timeout(timeout, wait)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no bucket config in time",
+            )))
+        });
+    conn.close();
+    result
+}
+
+/// Owns one node's connection: carries out commands, reports events.
+async fn node_task(
+    node: NodeAddress,
+    generation: u64,
+    config: ConsumerConfig,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    reports: mpsc::Sender<Report>,
+) {
+    let report = |what| Report {
+        node: node.clone(),
+        generation,
+        what,
+    };
+    let mut conn = match Connection::connect(socket_string(node.host(), node.port()), config).await
+    {
+        Ok(conn) => conn,
+        Err(_) => {
+            let _ = reports.send(report(Reported::Lost)).await;
+            return;
+        }
+    };
+    if reports.send(report(Reported::Connected)).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            command = commands.recv() => {
+                let ok = match command {
+                    None => {
+                        conn.close();
+                        return;
+                    }
+                    Some(Command::Open { vbucket, start, end }) => conn.open_stream(vbucket, start, end).is_ok(),
+                    // Already ended is fine: its end event is on its way.
+                    Some(Command::Close(vbucket)) => { let _ = conn.close_stream(vbucket); true }
+                    Some(Command::RefreshConfig) => { let _ = conn.request_cluster_config(); true }
+                };
+                if !ok {
+                    let _ = reports.send(report(Reported::Lost)).await;
+                    return;
+                }
+            }
+            event = conn.next_event() => match event {
+                Ok(Some(event)) => {
+                    let position = match &event {
+                        Event::StreamOpened { vbucket, .. } => conn.position(*vbucket),
+                        _ => None,
+                    };
+                    if reports.send(report(Reported::Event(Box::new(event), position))).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    let _ = reports.send(report(Reported::Lost)).await;
+                    return;
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! `couchbase://host1:port,host2/bucket` connection strings.
+
+use std::fmt;
+
+/// The default data port of `couchbase://` seeds.
+pub const DEFAULT_KV_PORT: u16 = 11210;
+
+/// A parsed `couchbase://host[:port][,host[:port]...][/bucket]` string:
+/// the seed nodes to bootstrap from and the bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionString {
+    /// The seed nodes, `(host, port)` (port 11210 when not given).
+    pub seeds: Vec<(String, u16)>,
+    /// The bucket, if the string names one.
+    pub bucket: Option<String>,
+}
+
+/// Why a connection string does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid connection string {input:?}: {reason}")]
+pub struct InvalidConnectionString {
+    /// The string.
+    pub input: String,
+    /// What is wrong.
+    pub reason: &'static str,
+}
+
+impl ConnectionString {
+    /// Parses `couchbase://h1[:p1],h2[:p2]/bucket` (the scheme may be
+    /// omitted; `couchbases://` is refused: no TLS here). IPv6 hosts go in
+    /// brackets: `[::1]:11210`.
+    pub fn parse(input: &str) -> Result<Self, InvalidConnectionString> {
+        let bad = |reason| InvalidConnectionString {
+            input: input.to_owned(),
+            reason,
+        };
+        let rest = if let Some(rest) = input.strip_prefix("couchbase://") {
+            rest
+        } else if input.starts_with("couchbases://") {
+            return Err(bad("TLS (couchbases://) is not supported"));
+        } else if input.contains("://") {
+            return Err(bad("the scheme must be couchbase://"));
+        } else {
+            input
+        };
+        let rest = rest.split(['?', '#']).next().unwrap_or_default();
+        let (hosts, bucket) = match rest.split_once('/') {
+            Some((hosts, bucket)) => (hosts, Some(bucket.trim_end_matches('/'))),
+            None => (rest, None),
+        };
+        let mut seeds = Vec::new();
+        for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+            seeds.push(parse_host(host).ok_or_else(|| bad("a host has an invalid port"))?);
+        }
+        if seeds.is_empty() {
+            return Err(bad("no host"));
+        }
+        let bucket = bucket.filter(|b| !b.is_empty()).map(str::to_owned);
+        Ok(ConnectionString { seeds, bucket })
+    }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn parse_host(host: &str) -> Option<(String, u16)> {
+    if let Some(v6) = host.strip_prefix('[') {
+        let (addr, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(port) => port.parse().ok()?,
+            None if after.is_empty() => DEFAULT_KV_PORT,
+            None => return None,
+        };
+        return Some((addr.to_owned(), port));
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') => Some((name.to_owned(), port.parse().ok()?)),
+        Some(_) => Some((host.to_owned(), DEFAULT_KV_PORT)),
+        None => Some((host.to_owned(), DEFAULT_KV_PORT)),
+    }
+}
+
+impl fmt::Display for ConnectionString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seeds: Vec<String> = self
+            .seeds
+            .iter()
+            .map(|(h, p)| {
+                if h.contains(':') {
+                    format!("[{h}]:{p}")
+                } else {
+                    format!("{h}:{p}")
+                }
+            })
+            .collect();
+        write!(f, "couchbase://{}", seeds.join(","))?;
+        if let Some(bucket) = &self.bucket {
+            write!(f, "/{bucket}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_seeds_ports_and_bucket() {
+        let cs = ConnectionString::parse("couchbase://a,b:11300,[::1]:9/travel").unwrap();
+        assert_eq!(
+            cs.seeds,
+            [
+                ("a".to_owned(), 11210),
+                ("b".to_owned(), 11300),
+                ("::1".to_owned(), 9)
+            ]
+        );
+        assert_eq!(cs.bucket.as_deref(), Some("travel"));
+        assert_eq!(cs.to_string(), "couchbase://a:11210,b:11300,[::1]:9/travel");
+        let bare = ConnectionString::parse("10.0.0.1").unwrap();
+        assert_eq!(bare.seeds, [("10.0.0.1".to_owned(), 11210)]);
+        assert_eq!(bare.bucket, None);
+        assert!(ConnectionString::parse("couchbases://a").is_err());
+        assert!(ConnectionString::parse("http://a").is_err());
+        assert!(ConnectionString::parse("couchbase:///b").is_err());
+        assert!(ConnectionString::parse("couchbase://a:x/b").is_err());
+    }
+}

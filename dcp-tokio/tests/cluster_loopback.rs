@@ -1,0 +1,237 @@
+//! `ClusterConnection` against a `ClusterServer` over loopback: stream a
+//! three-node cluster while writing, rebalance half the vbuckets, fail a
+//! node over (losing unreplicated writes), remove a node, add one back,
+//! drop connections. After each step the view equals the bucket (the
+//! active copies), nothing is lost, and a change is seen twice only after
+//! a reported rollback (`MaterializedView` refuses any other replay).
+
+use std::time::Duration;
+
+use dcp_proto::auth::Credentials;
+use dcp_proto::cluster::OrchestratorConfig;
+use dcp_proto::consumer::ConsumerConfig;
+use dcp_proto::producer::{LocalCluster, NodeConfig, NodeId};
+use dcp_proto::session::Checkpoint;
+use dcp_proto::testing::{MaterializedView, live_documents};
+use dcp_tokio::{ClusterConnection, ClusterServer, ClusterServerHandle};
+
+const VBUCKETS: u16 = 16;
+/// Bound on every wait for the view to catch up.
+const CATCH_UP: Duration = Duration::from_secs(10);
+
+async fn start(
+    nodes: usize,
+) -> (
+    ClusterServerHandle,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let config = NodeConfig::new("default")
+        .with_vbuckets(VBUCKETS)
+        .with_user("app", "secret");
+    let server = ClusterServer::bind("127.0.0.1:0".parse().unwrap(), nodes, 1, config)
+        .await
+        .unwrap();
+    let handle = server.handle();
+    (handle, tokio::spawn(server.run()))
+}
+
+async fn client(handle: &ClusterServerHandle) -> ClusterConnection {
+    let config = ConsumerConfig::new("cluster-test", "default")
+        .with_credentials(Credentials::new("app", "secret"))
+        .with_buffer_size(64 * 1024);
+    let settings = OrchestratorConfig::new().with_config_poll_interval(Duration::from_millis(200));
+    ClusterConnection::connect(
+        &handle.connection_string(),
+        config,
+        settings,
+        Checkpoint::new(),
+    )
+    .await
+    .unwrap()
+}
+
+fn write(handle: &ClusterServerHandle, from: u64, n: u64) {
+    for i in from..from + n {
+        let key = format!("key-{}", i % 113);
+        if i % 13 == 0 {
+            let _ = handle.delete(key.as_bytes());
+        } else {
+            handle
+                .set(key.as_bytes(), format!("{{\"n\":{i}}}"))
+                .unwrap();
+        }
+    }
+}
+
+/// Whether the view equals every vbucket's active copy.
+fn synced(handle: &ClusterServerHandle, view: &MaterializedView) -> bool {
+    handle.with_cluster(|cluster: &mut LocalCluster| {
+        (0..VBUCKETS).all(|vb| {
+            let Some(owner) = cluster.active_node(vb) else {
+                return true;
+            };
+            let bucket = cluster.node(owner).unwrap().bucket();
+            view.live(vb) == live_documents(bucket, vb)
+                && view.last_seqno(vb) == bucket.vbucket(vb).unwrap().high_seqno()
+        })
+    })
+}
+
+/// Applies events until the view equals the bucket.
+async fn catch_up(
+    handle: &ClusterServerHandle,
+    conn: &mut ClusterConnection,
+    view: &mut MaterializedView,
+) {
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    while !synced(handle, view) {
+        let event = tokio::time::timeout_at(deadline, conn.next_event())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no catch-up within {CATCH_UP:?}; nodes {:?}",
+                    conn.connected_nodes()
+                )
+            })
+            .unwrap()
+            .expect("an endless stream");
+        view.apply(&event).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_across_rebalance_failover_removal_and_addition() {
+    let (handle, server) = start(3).await;
+    write(&handle, 0, 300);
+    let mut conn = client(&handle).await;
+    let mut view = MaterializedView::default();
+    catch_up(&handle, &mut conn, &mut view).await;
+    assert_eq!(conn.connected_nodes().len(), 3);
+
+    // Write while streaming.
+    for round in 0..5 {
+        write(&handle, 1000 + round * 20, 20);
+        catch_up(&handle, &mut conn, &mut view).await;
+    }
+
+    // Rebalance half of the vbuckets to the next node.
+    let moves: Vec<(u16, NodeId)> = handle.with_cluster(|c| {
+        (0..VBUCKETS)
+            .step_by(2)
+            .map(|vb| (vb, NodeId((c.active_node(vb).unwrap().0 + 1) % 3)))
+            .collect()
+    });
+    handle.rebalance(&moves).unwrap();
+    write(&handle, 2000, 50);
+    catch_up(&handle, &mut conn, &mut view).await;
+    assert!(view.rollbacks.is_empty(), "a move keeps the history");
+
+    // Fail node 1 over after writes its replicas never got.
+    handle.set_sync_replication(false);
+    write(&handle, 3000, 40);
+    catch_up(&handle, &mut conn, &mut view).await;
+    handle.failover(NodeId(1)).unwrap();
+    handle.set_sync_replication(true);
+    write(&handle, 4000, 40);
+    catch_up(&handle, &mut conn, &mut view).await;
+    assert!(
+        !view.rollbacks.is_empty(),
+        "the lost writes were rolled back"
+    );
+
+    // Remove node 2 gracefully: everything lands on node 0.
+    handle.remove_node(NodeId(2)).unwrap();
+    write(&handle, 5000, 40);
+    catch_up(&handle, &mut conn, &mut view).await;
+
+    // Add a node back and spread the vbuckets.
+    let added = handle.add_node().await.unwrap();
+    handle.rebalance_evenly().unwrap();
+    write(&handle, 6000, 40);
+    catch_up(&handle, &mut conn, &mut view).await;
+    assert!(handle.with_cluster(|c| (0..VBUCKETS).any(|vb| c.active_node(vb) == Some(added))));
+
+    // Kill the client's connections.
+    for id in [NodeId(0), added] {
+        handle.drop_connections(id).unwrap();
+        write(&handle, 7000 + id.0 as u64 * 100, 30);
+        catch_up(&handle, &mut conn, &mut view).await;
+    }
+
+    let checkpoint = conn.checkpoint();
+    assert_eq!(checkpoint.vbuckets.len(), usize::from(VBUCKETS));
+    drop(conn);
+    handle.shutdown();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_from_a_cluster_checkpoint() {
+    let (handle, server) = start(3).await;
+    write(&handle, 0, 200);
+    let mut conn = client(&handle).await;
+    let mut view = MaterializedView::default();
+    catch_up(&handle, &mut conn, &mut view).await;
+    let checkpoint = conn.checkpoint();
+    drop(conn);
+
+    handle.rebalance_evenly().unwrap();
+    write(&handle, 1000, 60);
+    let config = ConsumerConfig::new("cluster-test-2", "default")
+        .with_credentials(Credentials::new("app", "secret"));
+    let mut conn = ClusterConnection::connect(
+        &handle.connection_string(),
+        config,
+        OrchestratorConfig::new(),
+        checkpoint,
+    )
+    .await
+    .unwrap();
+    // Only the new changes arrive: the view refuses replays.
+    catch_up(&handle, &mut conn, &mut view).await;
+    drop(conn);
+    handle.shutdown();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_config_meets_not_my_vbucket_then_follows_the_new_one() {
+    let (handle, server) = start(3).await;
+    write(&handle, 0, 200);
+    let mut conn = client(&handle).await;
+    let mut view = MaterializedView::default();
+    catch_up(&handle, &mut conn, &mut view).await;
+
+    // The vbuckets move, but the nodes keep serving the old map.
+    handle.hold_config(true);
+    let moves: Vec<(u16, NodeId)> = handle.with_cluster(|c| {
+        (0..VBUCKETS)
+            .map(|vb| (vb, NodeId((c.active_node(vb).unwrap().0 + 1) % 3)))
+            .collect()
+    });
+    handle.rebalance(&moves).unwrap();
+    write(&handle, 1000, 50);
+    let mut refused = 0;
+    let mut ended = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(600);
+    while let Ok(event) = tokio::time::timeout_at(until, conn.next_event()).await {
+        let event = event.unwrap().expect("an endless stream");
+        match &event {
+            dcp_proto::consumer::Event::StreamFailed { status, .. }
+                if *status == dcp_proto::codec::Status::NotMyVbucket =>
+            {
+                refused += 1
+            }
+            dcp_proto::consumer::Event::StreamEnded { .. } => ended += 1,
+            _ => {}
+        }
+        view.apply(&event).unwrap();
+    }
+    assert!(ended > 0 && refused > 0, "ended {ended}, refused {refused}");
+    handle.hold_config(false);
+    catch_up(&handle, &mut conn, &mut view).await;
+    assert!(view.rollbacks.is_empty());
+    drop(conn);
+    handle.shutdown();
+    server.await.unwrap().unwrap();
+}
