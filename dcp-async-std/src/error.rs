@@ -2,8 +2,9 @@
 
 use std::io;
 
+use dcp_proto::cluster::{ConfigRejected, InvalidConnectionString};
 use dcp_proto::consumer::{CommandError, ConsumerError};
-use dcp_proto::producer::ProducerError;
+use dcp_proto::producer::{ClusterError, ProducerError};
 
 /// What can go wrong on a connection or a server.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,19 @@ pub enum Error {
     /// No address to connect to.
     #[error("the address resolved to nothing")]
     NoAddress,
+    /// A local-cluster operation failed (through
+    /// [`ClusterServerHandle`](crate::ClusterServerHandle)).
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The connection string does not parse.
+    #[error(transparent)]
+    ConnectionString(#[from] InvalidConnectionString),
+    /// The bucket config a seed node returned was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigRejected),
+    /// No seed node returned a bucket config in time.
+    #[error("no seed node returned a bucket config")]
+    NoConfig,
 }
 
 impl Error {

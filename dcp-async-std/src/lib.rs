@@ -14,6 +14,16 @@
 //!   executor you choose ([`Server::bind_with`]) or async-std's
 //!   ([`Server::bind`], the default `async-std` feature), with a
 //!   [`ServerHandle`] to write documents and inject faults in-process.
+//! - [`ClusterConnection`]: a whole bucket from a cluster, bootstrapped
+//!   from a `couchbase://h1,h2/bucket` connection string: one
+//!   [`Connection`] per data node in its own task, the core's
+//!   [`ClusterOrchestrator`](dcp_proto::cluster::ClusterOrchestrator) in
+//!   the caller's, one merged event stream and one cluster-wide
+//!   checkpoint.
+//! - [`ClusterServer`]: serves a
+//!   [`LocalCluster`](dcp_proto::producer::LocalCluster) (N nodes, one
+//!   bucket) on N consecutive ports, with a [`ClusterServerHandle`] to
+//!   write, rebalance, fail over, add and remove nodes.
 //!
 //! The adapter holds no protocol logic: handshake, flow control, noops,
 //! dead-connection detection, rollbacks and checkpoints all live in the
@@ -66,10 +76,14 @@
     clippy::indexing_slicing
 )]
 
+mod cluster_connection;
+mod cluster_server;
 mod connection;
 mod error;
 mod server;
 
+pub use cluster_connection::ClusterConnection;
+pub use cluster_server::{ClusterServer, ClusterServerHandle};
 pub use connection::Connection;
 pub use error::Error;
 pub use server::{ConnectionEnd, EndReason, Server, ServerHandle, Task};

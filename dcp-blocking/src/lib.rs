@@ -10,6 +10,16 @@
 //! - [`Server`]: serves a [`Node`] (the core's in-memory data node) on a
 //!   listener to many connections at once, with a [`ServerHandle`] to
 //!   write documents and inject faults in-process.
+//! - [`ClusterConnection`]: a whole bucket from a cluster, bootstrapped
+//!   from a `couchbase://h1,h2/bucket` connection string: one
+//!   [`Connection`] per data node on its own thread, the core's
+//!   [`ClusterOrchestrator`](dcp_proto::cluster::ClusterOrchestrator) on
+//!   the caller's, one merged event stream and one cluster-wide
+//!   checkpoint.
+//! - [`ClusterServer`]: serves a
+//!   [`LocalCluster`](dcp_proto::producer::LocalCluster) (N nodes, one
+//!   bucket) on N consecutive ports, with a [`ClusterServerHandle`] to
+//!   write, rebalance, fail over, add and remove nodes.
 //!
 //! The adapter holds no protocol logic: handshake, flow control, noops,
 //! dead-connection detection, rollbacks and checkpoints all live in the
@@ -60,10 +70,14 @@
     clippy::indexing_slicing
 )]
 
+mod cluster_connection;
+mod cluster_server;
 mod connection;
 mod error;
 mod server;
 
+pub use cluster_connection::ClusterConnection;
+pub use cluster_server::{ClusterServer, ClusterServerHandle};
 pub use connection::Connection;
 pub use error::Error;
 pub use server::{ConnectionEnd, EndReason, Server, ServerHandle};

@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::connection::now;
-use crate::connection_string::ConnectionString;
 use crate::{Connection, Error};
+use dcp_proto::cluster::ConnectionString;
 
 /// Reports buffered between the node tasks and the owner: a slow
 /// application stops the node tasks, whose connections then stop

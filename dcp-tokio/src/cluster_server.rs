@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use dcp_proto::bucket::MutationInfo;
 use dcp_proto::msg::FailoverEntry;
 use dcp_proto::producer::{ConnectionId, LocalCluster, NodeConfig, NodeId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
@@ -24,6 +24,9 @@ const READ_SIZE: usize = 64 * 1024;
 
 /// Bytes of output a node produces per turn of a connection's loop.
 const WRITE_CHUNK: usize = 256 * 1024;
+
+/// Ports reserved after the nodes' for nodes added later.
+const SPARE_PORTS: usize = 2;
 
 /// Attempts at finding `n` free consecutive ports.
 const BIND_ATTEMPTS: usize = 20;
@@ -63,6 +66,10 @@ struct Shared {
     listen_ip: std::net::IpAddr,
     /// Listeners of nodes added later, for `run` to serve.
     added: mpsc::UnboundedSender<(NodeId, TcpListener)>,
+    /// Ports after the nodes', bound at start (not served) so that
+    /// `add_node` finds them free: otherwise a client socket's ephemeral
+    /// port may take the next port meanwhile.
+    spare: Mutex<Vec<TcpListener>>,
 }
 
 impl Shared {
@@ -102,7 +109,16 @@ pub struct ClusterServer {
     listeners: Vec<(NodeId, TcpListener)>,
     added: mpsc::UnboundedReceiver<(NodeId, TcpListener)>,
     shared: Arc<Shared>,
+    tls: Acceptor,
 }
+
+/// The TLS acceptor of every node, if the cluster serves TLS.
+#[cfg(feature = "tls")]
+type Acceptor = Option<tokio_rustls::TlsAcceptor>;
+/// No TLS without the `tls` feature.
+#[cfg(not(feature = "tls"))]
+#[derive(Debug, Clone, Default)]
+struct Acceptor {}
 
 impl std::fmt::Debug for ClusterServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,6 +146,20 @@ impl ClusterServer {
             .map(TcpListener::local_addr)
             .transpose()?
             .map_or(addr.port(), |a| a.port());
+        // Best effort: a busy port here only means `add_node` binds later.
+        let mut spare = Vec::new();
+        for i in 0..SPARE_PORTS {
+            let port = u16::try_from(nodes + i)
+                .ok()
+                .and_then(|k| base.checked_add(k));
+            match port {
+                Some(port) => match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+                    Ok(listener) => spare.push(listener),
+                    Err(_) => break,
+                },
+                None => break,
+            }
+        }
         let mut config = config.with_wall_clock_base(SystemTime::now());
         // A wildcard listener advertises `$HOST`: clients put the address
         // they reached the seed at.
@@ -151,6 +181,7 @@ impl ClusterServer {
         Ok(ClusterServer {
             listeners: ids.into_iter().zip(listeners).collect(),
             added,
+            tls: Acceptor::default(),
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     cluster,
@@ -164,6 +195,7 @@ impl ClusterServer {
                 },
                 listen_ip: addr.ip(),
                 added: added_tx,
+                spare: Mutex::new(spare),
             }),
         })
     }
@@ -171,6 +203,18 @@ impl ClusterServer {
     /// The nodes' addresses, in node order.
     pub fn node_addrs(&self) -> Vec<SocketAddr> {
         self.handle().node_addrs()
+    }
+
+    /// Serves TLS only on every node's port (nodes added later too), with
+    /// `config` (see
+    /// [`tls::server_config_from_pem`](crate::tls::server_config_from_pem)).
+    /// A client that does not complete the TLS handshake within
+    /// [`TLS_ACCEPT_TIMEOUT`](crate::TLS_ACCEPT_TIMEOUT) is dropped. (The
+    /// bucket config still advertises these ports as `kv`, not `kvSSL`.)
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> ClusterServer {
+        self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
+        self
     }
 
     /// A handle to write documents, change the topology and shut down.
@@ -187,7 +231,12 @@ impl ClusterServer {
         let mut shutdown = self.shared.shutdown.subscribe();
         let mut tasks = JoinSet::new();
         for (id, listener) in self.listeners.drain(..) {
-            tasks.spawn(accept_loop(id, listener, Arc::clone(&self.shared)));
+            tasks.spawn(accept_loop(
+                id,
+                listener,
+                Arc::clone(&self.shared),
+                self.tls.clone(),
+            ));
         }
         loop {
             if *shutdown.borrow_and_update() {
@@ -196,7 +245,7 @@ impl ClusterServer {
             tokio::select! {
                 _ = shutdown.changed() => {}
                 Some((id, listener)) = self.added.recv() => {
-                    tasks.spawn(accept_loop(id, listener, Arc::clone(&self.shared)));
+                    tasks.spawn(accept_loop(id, listener, Arc::clone(&self.shared), self.tls.clone()));
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
@@ -237,7 +286,9 @@ async fn bind_consecutive(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListe
 }
 
 /// Accepts connections to one node until shutdown; serves each in a task.
-async fn accept_loop(node: NodeId, listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(node: NodeId, listener: TcpListener, shared: Arc<Shared>, tls: Acceptor) {
+    #[cfg(not(feature = "tls"))]
+    let Acceptor {} = tls;
     let mut shutdown = shared.shutdown.subscribe();
     let mut tasks = JoinSet::new();
     loop {
@@ -249,6 +300,12 @@ async fn accept_loop(node: NodeId, listener: TcpListener, shared: Arc<Shared>) {
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => {
                     if shared.lock().cluster.is_running(node) {
+                        #[cfg(feature = "tls")]
+                        if let Some(acceptor) = &tls {
+                            let accept = serve_tls(node, socket, acceptor.clone(), Arc::clone(&shared));
+                            tasks.spawn(accept);
+                            continue;
+                        }
                         tasks.spawn(serve(node, socket, Arc::clone(&shared)));
                     }
                     // A node that is down: the socket closes at once.
@@ -262,10 +319,39 @@ async fn accept_loop(node: NodeId, listener: TcpListener, shared: Arc<Shared>) {
     while tasks.join_next().await.is_some() {}
 }
 
+/// Runs the server side of the TLS handshake on a socket accepted for
+/// `node`, then serves it. A failed or slow handshake drops the socket.
+#[cfg(feature = "tls")]
+async fn serve_tls(
+    node: NodeId,
+    socket: TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+) {
+    let _ = socket.set_nodelay(true);
+    let mut shutdown = shared.shutdown.subscribe();
+    let accepted = tokio::select! {
+        _ = shutdown.wait_for(|down| *down) => return,
+        accepted = tokio::time::timeout(crate::TLS_ACCEPT_TIMEOUT, acceptor.accept(socket)) => accepted,
+    };
+    if let Ok(Ok(stream)) = accepted {
+        serve_stream(node, stream, shared, true).await;
+    }
+}
+
 /// Serves one accepted socket of `node` until it or the node closes it, or
 /// the server shuts down.
-async fn serve(node: NodeId, mut socket: TcpStream, shared: Arc<Shared>) {
+async fn serve(node: NodeId, socket: TcpStream, shared: Arc<Shared>) {
     let _ = socket.set_nodelay(true);
+    serve_stream(node, socket, shared, false).await;
+}
+
+/// Serves one connected stream (plain or TLS) of `node`. `tls`: writes may
+/// leave records to flush.
+async fn serve_stream<S>(node: NodeId, mut socket: S, shared: Arc<Shared>, tls: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut shutdown = shared.shutdown.subscribe();
     let notify = Arc::new(Notify::new());
     let accepted = {
@@ -280,9 +366,11 @@ async fn serve(node: NodeId, mut socket: TcpStream, shared: Arc<Shared>) {
     };
     shared.lock().wakers.insert((node, id), Arc::clone(&notify));
     let key = Some((node, id));
-    let (mut reader, mut writer) = socket.split();
+    let (mut reader, mut writer) = tokio::io::split(&mut socket);
     let mut rx = BytesMut::with_capacity(READ_SIZE);
     let mut tx = BytesMut::new();
+    // A TLS write may have left records unsent: flush before idling.
+    let mut needs_flush = false;
     let mut drained = false;
     loop {
         if *shutdown.borrow_and_update() {
@@ -310,15 +398,26 @@ async fn serve(node: NodeId, mut socket: TcpStream, shared: Arc<Shared>) {
         }
         let read_ok = !closed && rx.len() < rx_cap;
         let want_write = !tx.is_empty();
+        let want_flush = needs_flush && !want_write;
         rx.reserve(READ_SIZE);
         let mut room = (&mut rx).limit(READ_SIZE);
         let sleep = deadline.map(|at| tokio::time::sleep_until(at.into()));
         let wake = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            written = writer.write_buf(&mut tx), if want_write => match written {
-                Ok(0) | Err(_) => break,
-                Ok(_) => Wake::Written,
+            written = async {
+                if want_write {
+                    writer.write_buf(&mut tx).await
+                } else {
+                    writer.flush().await.map(|()| 0)
+                }
+            }, if want_write || want_flush => match written {
+                Ok(0) if want_write => break,
+                Err(_) => break,
+                Ok(_) => {
+                    needs_flush = tls && want_write;
+                    Wake::Written
+                }
             },
             read = reader.read_buf(&mut room), if read_ok => match read {
                 Ok(0) | Err(_) => break,
@@ -483,8 +582,9 @@ impl ClusterServerHandle {
         self.with_cluster(|c| c.hold_config(held));
     }
 
-    /// Starts a new empty node on the next port and adds it to the config;
-    /// move vbuckets onto it with a rebalance.
+    /// Starts a new empty node on the next port (the first two added use
+    /// ports reserved at bind time) and adds it to the config; move vbuckets
+    /// onto it with a rebalance.
     pub async fn add_node(&self) -> Result<NodeId, Error> {
         let next = self.with_cluster(|c| {
             let count = c.node_ids().count();
@@ -492,7 +592,21 @@ impl ClusterServerHandle {
             u16::try_from(count).ok().and_then(|k| base.checked_add(k))
         });
         let port = next.ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, "port"))?;
-        let listener = TcpListener::bind(SocketAddr::new(self.shared.listen_ip, port)).await?;
+        let reserved = {
+            let mut spare = self
+                .shared
+                .spare
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let at = spare
+                .iter()
+                .position(|l| l.local_addr().is_ok_and(|a| a.port() == port));
+            at.map(|at| spare.remove(at))
+        };
+        let listener = match reserved {
+            Some(listener) => listener,
+            None => TcpListener::bind(SocketAddr::new(self.shared.listen_ip, port)).await?,
+        };
         let id = self.with_cluster(|c| {
             let id = c.add_node()?;
             if let Some(node) = c.node_mut(id) {

@@ -11,10 +11,11 @@ use dcp_proto::consumer::{
     StreamStart, StreamStats,
 };
 use dcp_proto::session::{Checkpoint, StreamPosition};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
 use crate::Error;
+use crate::stream::Stream;
 
 /// Bytes asked of the socket per read. Bounds what one read can queue as
 /// events (the flow-control window bounds the rest).
@@ -74,7 +75,9 @@ pub(crate) fn random_nonce() -> Result<String, Error> {
 /// # }
 /// ```
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
+    /// A TLS write may have left records unsent: flush before idling.
+    needs_flush: bool,
     consumer: Consumer,
     rx: BytesMut,
     tx: BytesMut,
@@ -88,6 +91,7 @@ impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
             .field("peer", &self.stream.peer_addr().ok())
+            .field("tls", &self.is_tls())
             .field("consumer", &self.consumer)
             .field("rx", &self.rx.len())
             .field("tx", &self.tx.len())
@@ -110,32 +114,76 @@ impl Connection {
     where
         A: ToSocketAddrs + fmt::Display,
     {
+        let stream = tcp_connect(&addr, config.handshake_timeout).await?;
+        Self::handshake(stream, config).await
+    }
+
+    /// Connects to `addr` over TLS, verifying the server's certificate for
+    /// `server_name` (a DNS name or an IP address) with `tls`, then runs
+    /// the handshake as [`connect`](Self::connect) does.
+    ///
+    /// Over TLS the password may travel in the clear inside the encrypted
+    /// channel, so SASL `PLAIN` is added (last) to `config.mechanisms` if
+    /// missing, as Couchbase's own clients do.
+    ///
+    /// The TCP connect, the TLS handshake and the DCP handshake each must
+    /// finish within `config.handshake_timeout`. Errors as for `connect`,
+    /// plus [`Error::Tls`] (the certificate was refused, or the peer does
+    /// not speak TLS), [`Error::TlsTimeout`] and [`Error::TlsConfig`] (a
+    /// bad server name).
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls<A>(
+        addr: A,
+        server_name: &str,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+        mut config: ConsumerConfig,
+    ) -> Result<Self, Error>
+    where
+        A: ToSocketAddrs + fmt::Display,
+    {
+        use dcp_proto::auth::Mechanism;
+        let name = crate::tls::server_name(server_name)?;
         let timeout = config.handshake_timeout;
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(&addr)).await {
+        let tcp = tcp_connect(&addr, timeout).await?;
+        tcp.set_nodelay(true)?;
+        let connector = tokio_rustls::TlsConnector::from(tls);
+        let stream = match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(source)) => {
-                return Err(Error::Connect {
+                return Err(Error::Tls {
                     addr: addr.to_string(),
                     source,
                 });
             }
             Err(_) => {
-                return Err(Error::ConnectTimeout {
+                return Err(Error::TlsTimeout {
                     addr: addr.to_string(),
                     timeout,
                 });
             }
         };
-        Self::handshake(stream, config).await
+        if !config.mechanisms.contains(&Mechanism::Plain) {
+            config.mechanisms.push(Mechanism::Plain);
+        }
+        Self::handshake_over(Stream::Tls(Box::new(stream)), config).await
     }
 
     /// Runs the handshake over a connected socket (see
     /// [`connect`](Self::connect)).
     pub async fn handshake(stream: TcpStream, config: ConsumerConfig) -> Result<Self, Error> {
         stream.set_nodelay(true)?;
+        Self::handshake_over(Stream::Plain(stream), config).await
+    }
+
+    /// Runs the DCP handshake over a connected stream, plain or TLS.
+    pub(crate) async fn handshake_over(
+        stream: Stream,
+        config: ConsumerConfig,
+    ) -> Result<Self, Error> {
         let consumer = Consumer::new(config, random_nonce()?, now())?;
         let mut conn = Connection {
             stream,
+            needs_flush: false,
             consumer,
             rx: BytesMut::with_capacity(READ_SIZE),
             tx: BytesMut::new(),
@@ -269,22 +317,22 @@ impl Connection {
     async fn wait(&mut self) {
         let deadline = self.consumer.poll_timeout();
         let sleep = deadline.map(|at| tokio::time::sleep_until(at.into()));
-        let (mut reader, mut writer) = self.stream.split();
         let want_write = !self.tx.is_empty();
+        let want_flush = self.needs_flush && !want_write;
         let rx = &mut self.rx;
         let tx = &mut self.tx;
         rx.reserve(READ_SIZE);
-        let mut room = rx.limit(READ_SIZE);
-        let outcome = tokio::select! {
-            biased;
-            read = reader.read_buf(&mut room) => Wake::Read(read),
-            written = writer.write_buf(tx), if want_write => Wake::Written(written),
-            () = async {
-                match sleep {
-                    Some(sleep) => sleep.await,
-                    None => std::future::pending().await,
-                }
-            } => Wake::Timer,
+        let room = rx.limit(READ_SIZE);
+        let outcome = match &mut self.stream {
+            Stream::Plain(stream) => {
+                let (reader, writer) = stream.split();
+                wait_once(reader, writer, room, tx, want_write, want_flush, sleep).await
+            }
+            #[cfg(feature = "tls")]
+            Stream::Tls(stream) => {
+                let (reader, writer) = tokio::io::split(&mut **stream);
+                wait_once(reader, writer, room, tx, want_write, want_flush, sleep).await
+            }
         };
         match outcome {
             Wake::Read(Ok(0)) => self.consumer.handle_eof(),
@@ -293,17 +341,38 @@ impl Connection {
                 // it after the events decoded before it.
                 let _ = self.consumer.handle_input(&mut self.rx, now());
             }
-            Wake::Read(Err(err)) | Wake::Written(Err(err)) => self.on_io_error(err),
+            Wake::Read(Err(err)) | Wake::Written(Err(err)) | Wake::Flushed(Err(err)) => {
+                self.on_io_error(err)
+            }
             Wake::Written(Ok(0)) => self.on_io_error(io::ErrorKind::WriteZero.into()),
-            Wake::Written(Ok(_)) => {}
+            Wake::Written(Ok(_)) => {
+                // TLS may keep records it could not send yet: flush them
+                // once the plaintext is handed over.
+                self.needs_flush = self.is_tls();
+            }
+            Wake::Flushed(Ok(())) => self.needs_flush = false,
             Wake::Timer => {
                 let _ = self.consumer.handle_timeout(now());
             }
         }
     }
 
+    /// Whether the connection runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        match &self.stream {
+            Stream::Plain(_) => false,
+            #[cfg(feature = "tls")]
+            Stream::Tls(_) => true,
+        }
+    }
+
     fn try_write(&mut self) {
-        match self.stream.try_write(&self.tx) {
+        // TLS has no non-blocking write: the wait writes.
+        #[cfg_attr(not(feature = "tls"), allow(irrefutable_let_patterns))]
+        let Stream::Plain(stream) = &self.stream else {
+            return;
+        };
+        match stream.try_write(&self.tx) {
             Ok(n) => {
                 let _ = self.tx.split_to(n);
             }
@@ -390,9 +459,66 @@ impl Connection {
     }
 }
 
+/// Connects TCP to `addr` within `timeout`.
+pub(crate) async fn tcp_connect<A>(
+    addr: &A,
+    timeout: std::time::Duration,
+) -> Result<TcpStream, Error>
+where
+    A: ToSocketAddrs + fmt::Display,
+{
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(source)) => Err(Error::Connect {
+            addr: addr.to_string(),
+            source,
+        }),
+        Err(_) => Err(Error::ConnectTimeout {
+            addr: addr.to_string(),
+            timeout,
+        }),
+    }
+}
+
 /// What ended one wait.
 enum Wake {
     Read(io::Result<usize>),
     Written(io::Result<usize>),
+    Flushed(io::Result<()>),
     Timer,
+}
+
+/// Waits once for bytes to read, room to write, a pending flush or the
+/// deadline. Cancel-safe: each branch is.
+async fn wait_once<R, W, B>(
+    mut reader: R,
+    mut writer: W,
+    mut room: B,
+    tx: &mut BytesMut,
+    want_write: bool,
+    want_flush: bool,
+    sleep: Option<tokio::time::Sleep>,
+) -> Wake
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    B: BufMut,
+{
+    tokio::select! {
+        biased;
+        read = reader.read_buf(&mut room) => Wake::Read(read),
+        wake = async {
+            if want_write {
+                Wake::Written(writer.write_buf(tx).await)
+            } else {
+                Wake::Flushed(writer.flush().await)
+            }
+        }, if want_write || want_flush => wake,
+        () = async {
+            match sleep {
+                Some(sleep) => sleep.await,
+                None => std::future::pending().await,
+            }
+        } => Wake::Timer,
+    }
 }

@@ -32,6 +32,29 @@ pub enum Error {
         /// The limit.
         timeout: Duration,
     },
+    /// The TLS handshake failed: the server's certificate was refused (an
+    /// unknown CA, a wrong name, expired), the peer does not speak TLS, or
+    /// it closed the connection during the handshake. The source (an
+    /// `io::Error`, wrapping a `rustls::Error` when TLS refused) says why.
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
+        /// The address as given.
+        addr: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The TLS handshake did not complete within the limit.
+    #[error("TLS handshake with {addr}: no answer within {timeout:?}")]
+    TlsTimeout {
+        /// The address as given.
+        addr: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// A TLS configuration could not be built: a missing or malformed PEM
+    /// certificate or key, or an invalid server name.
+    #[error("TLS configuration: {0}")]
+    TlsConfig(String),
     /// Reading or writing the socket failed.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),

@@ -13,6 +13,9 @@
 //!   `couchbase://` [`ConnectionString`]), one connection per node, one
 //!   merged event stream and one cluster-wide checkpoint, across
 //!   rebalances and failovers.
+//! - [`tls`] (feature `tls`, on by default): TLS with rustls (the `ring`
+//!   provider): [`Connection::connect_tls`], [`Server::with_tls`], and
+//!   client and server configurations from PEM.
 //! - [`ClusterServer`] and [`ClusterServerHandle`]: the core's local
 //!   cluster (N nodes on consecutive ports, a shared vbucket map,
 //!   rebalance, failover, nodes added and removed).
@@ -64,18 +67,24 @@
 mod cluster_connection;
 mod cluster_server;
 mod connection;
-mod connection_string;
 mod error;
 mod server;
+mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use cluster_connection::ClusterConnection;
 pub use cluster_server::{ClusterServer, ClusterServerHandle};
 pub use connection::Connection;
-pub use connection_string::{ConnectionString, DEFAULT_KV_PORT, InvalidConnectionString};
+pub use dcp_proto::cluster::{ConnectionString, DEFAULT_KV_PORT, InvalidConnectionString};
 pub use error::Error;
+#[cfg(feature = "tls")]
+pub use server::TLS_ACCEPT_TIMEOUT;
 pub use server::{Server, ServerHandle};
 
 pub use dcp_proto;
+#[cfg(feature = "tls")]
+pub use rustls;
 
 /// Compiles the README's examples (every runtime) as doctests.
 #[cfg(doctest)]

@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use dcp_proto::bucket::{Bucket, MutationInfo, WriteOptions};
 use dcp_proto::msg::{FailoverEntry, VbucketState};
 use dcp_proto::producer::{ConnectionId, Node, NodeConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -101,6 +101,8 @@ impl Shared {
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Server {
@@ -130,6 +132,8 @@ impl Server {
         let (shutdown, _) = watch::channel(false);
         Ok(Server {
             listener,
+            #[cfg(feature = "tls")]
+            tls: None,
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     node,
@@ -139,6 +143,16 @@ impl Server {
                 local_addr,
             }),
         })
+    }
+
+    /// Serves TLS only, with `config` (its certificate chain and key; see
+    /// [`tls::server_config_from_pem`](crate::tls::server_config_from_pem)).
+    /// A client that does not complete the TLS handshake within
+    /// [`TLS_ACCEPT_TIMEOUT`] is dropped.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Server {
+        self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
+        self
     }
 
     /// The address the server listens on.
@@ -166,7 +180,13 @@ impl Server {
                 _ = shutdown.changed() => {}
                 accepted = self.listener.accept() => match accepted {
                     Ok((socket, _)) => {
-                        tasks.spawn(serve(socket, Arc::clone(&self.shared)));
+                        let shared = Arc::clone(&self.shared);
+                        #[cfg(feature = "tls")]
+                        if let Some(acceptor) = &self.tls {
+                            tasks.spawn(serve_tls(socket, acceptor.clone(), shared));
+                            continue;
+                        }
+                        tasks.spawn(serve(socket, shared));
                     }
                     Err(err) if is_per_connection(&err) => {}
                     Err(_) => {
@@ -194,10 +214,38 @@ fn is_per_connection(err: &io::Error) -> bool {
     )
 }
 
+/// How long a TLS server waits for a client's TLS handshake.
+#[cfg(feature = "tls")]
+pub const TLS_ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the server side of the TLS handshake on an accepted socket, then
+/// serves it. A failed or slow handshake drops the socket.
+#[cfg(feature = "tls")]
+async fn serve_tls(socket: TcpStream, acceptor: tokio_rustls::TlsAcceptor, shared: Arc<Shared>) {
+    let _ = socket.set_nodelay(true);
+    let mut shutdown = shared.shutdown.subscribe();
+    let accepted = tokio::select! {
+        _ = shutdown.wait_for(|down| *down) => return,
+        accepted = tokio::time::timeout(TLS_ACCEPT_TIMEOUT, acceptor.accept(socket)) => accepted,
+    };
+    if let Ok(Ok(stream)) = accepted {
+        serve_stream(stream, shared, true).await;
+    }
+}
+
 /// Serves one accepted socket until it or the node closes it, or the
 /// server shuts down.
-async fn serve(mut socket: TcpStream, shared: Arc<Shared>) {
+async fn serve(socket: TcpStream, shared: Arc<Shared>) {
     let _ = socket.set_nodelay(true);
+    serve_stream(socket, shared, false).await;
+}
+
+/// Serves one connected stream (plain or TLS). `tls`: writes may leave
+/// records to flush.
+async fn serve_stream<S>(mut socket: S, shared: Arc<Shared>, tls: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut shutdown = shared.shutdown.subscribe();
     let notify = Arc::new(Notify::new());
     let (id, rx_cap) = {
@@ -206,9 +254,11 @@ async fn serve(mut socket: TcpStream, shared: Arc<Shared>) {
         state.wakers.insert(id, Arc::clone(&notify));
         (id, state.node.config().max_frame_len + READ_SIZE)
     };
-    let (mut reader, mut writer) = socket.split();
+    let (mut reader, mut writer) = tokio::io::split(&mut socket);
     let mut rx = BytesMut::with_capacity(READ_SIZE);
     let mut tx = BytesMut::new();
+    // A TLS write may have left records unsent: flush before idling.
+    let mut needs_flush = false;
     // Output was drained since the last input: requests the node left in
     // `rx` (while its responses were piling up) may go on.
     let mut drained = false;
@@ -234,15 +284,26 @@ async fn serve(mut socket: TcpStream, shared: Arc<Shared>) {
         }
         let read_ok = !closed && rx.len() < rx_cap;
         let want_write = !tx.is_empty();
+        let want_flush = needs_flush && !want_write;
         rx.reserve(READ_SIZE);
         let mut room = (&mut rx).limit(READ_SIZE);
         let sleep = deadline.map(|at| tokio::time::sleep_until(at.into()));
         let wake = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            written = writer.write_buf(&mut tx), if want_write => match written {
-                Ok(0) | Err(_) => break,
-                Ok(_) => Wake::Written,
+            written = async {
+                if want_write {
+                    writer.write_buf(&mut tx).await
+                } else {
+                    writer.flush().await.map(|()| 0)
+                }
+            }, if want_write || want_flush => match written {
+                Ok(0) if want_write => break,
+                Err(_) => break,
+                Ok(_) => {
+                    needs_flush = tls && want_write;
+                    Wake::Written
+                }
             },
             read = reader.read_buf(&mut room), if read_ok => match read {
                 Ok(0) | Err(_) => break,

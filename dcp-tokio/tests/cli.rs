@@ -498,3 +498,66 @@ fn serve_a_local_cluster_and_tail_it_through_a_connection_string() {
         .collect();
     assert_eq!(keys.len(), 120, "every document once: {}", out.stderr);
 }
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM
+/// files: (certificate, key).
+fn self_signed_files() -> (TempFile, TempFile) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("a certificate");
+    let cert = temp_file("cert.pem");
+    let key = temp_file("key.pem");
+    std::fs::write(&cert.0, certified.cert.pem()).expect("write the certificate");
+    std::fs::write(&key.0, certified.signing_key.serialize_pem()).expect("write the key");
+    (cert, key)
+}
+
+#[test]
+fn serve_and_tail_over_tls_and_a_wrong_ca_is_refused() {
+    let (cert, key) = self_signed_files();
+    let serve = Serve::start(&[
+        "--vbuckets",
+        "2",
+        "--preload",
+        "100",
+        "--tls-cert",
+        cert.path(),
+        "--tls-key",
+        key.path(),
+    ]);
+    let tail = |extra: &[&str]| {
+        let mut args = vec![
+            "tail",
+            serve.addr.as_str(),
+            "-u",
+            "app",
+            "-p",
+            "secret",
+            "--vbuckets",
+            "0,1",
+            "--json",
+            "--end-seqno",
+            "10",
+        ];
+        args.extend_from_slice(extra);
+        dcp(&args)
+    };
+    // The self-signed certificate is its own CA.
+    let out = tail(&["--ca", cert.path()]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.json_lines().len(), 20);
+    let out = tail(&["--tls-insecure"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    // Another CA: refused, one line, a failing exit code.
+    let (other, _other_key) = self_signed_files();
+    let out = tail(&["--ca", other.path()]);
+    assert_ne!(out.code, Some(0));
+    assert!(out.stderr.contains("TLS handshake"), "{}", out.stderr);
+    // Plain TCP against the TLS port fails too.
+    let out = tail(&[]);
+    assert_ne!(out.code, Some(0));
+    // --tls without a CA says what is missing.
+    let out = tail(&["--tls"]);
+    assert_ne!(out.code, Some(0));
+    assert!(out.stderr.contains("--ca"), "{}", out.stderr);
+}

@@ -110,10 +110,12 @@
 //! ```
 
 mod config;
+mod connection_string;
 mod node;
 mod orchestrator;
 
 pub use config::{ClusterConfig, ConfigError, ConfigVersion};
+pub use connection_string::{ConnectionString, DEFAULT_KV_PORT, InvalidConnectionString};
 pub use node::{InvalidAddress, KvNode, NodeAddress};
 pub use orchestrator::{
     Action, ClusterOrchestrator, ConfigOutcome, ConfigRejected, InitialStart, NodeStatus,

@@ -82,6 +82,15 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub(crate) replicas: usize,
 
+    /// Serve TLS only, presenting this PEM certificate chain (leaf first;
+    /// single node; needs --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+
     #[command(flatten)]
     pub(crate) load: LoadArgs,
 }
@@ -197,6 +206,20 @@ pub(crate) struct TailArgs {
     /// Flow-control window in bytes (0: no flow control)
     #[arg(long, value_name = "BYTES", default_value_t = 10 * 1024 * 1024)]
     pub(crate) window: u32,
+
+    /// Connect over TLS (port 11207 by default), verifying the server's
+    /// certificate with --ca
+    #[arg(long)]
+    pub(crate) tls: bool,
+
+    /// PEM file of the CA certificates to trust (implies --tls)
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_insecure")]
+    pub(crate) ca: Option<PathBuf>,
+
+    /// TLS without verifying the server's certificate: for local testing
+    /// only (implies --tls)
+    #[arg(long)]
+    pub(crate) tls_insecure: bool,
 }
 
 /// `dcp admin`.

@@ -52,10 +52,27 @@ fn tail_line(addr: &str, bucket: &str, user: &(String, String), vbuckets: u16) -
 /// Runs `dcp serve` until Ctrl-C.
 pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
     if args.nodes > 1 {
+        if args.tls_cert.is_some() {
+            return Err(Failure(
+                "--tls-cert serves a single node; a TLS local cluster (--nodes) is not supported yet"
+                    .to_owned(),
+            ));
+        }
         return crate::serve_cluster::run(args, node_config).await;
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            dcp_tokio::tls::server_config_from_pem_files(cert, key)
+                .map_err(|err| Failure(err.to_string()))?,
+        ),
+        _ => None,
+    };
     let config = node_config(&args.bucket, args.vbuckets, &args.users, args.load.seed);
-    let server = bind(&args.listen, config).await?;
+    let mut server = bind(&args.listen, config).await?;
+    let tls_on = tls.is_some();
+    if let Some(tls) = tls {
+        server = server.with_tls(tls);
+    }
     let handle = server.handle();
     let addr = handle.local_addr().to_string();
     if args.preload > 0 {
@@ -64,8 +81,11 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
     let default_user = ("Administrator".to_owned(), "password".to_owned());
     let first = args.users.first().unwrap_or(&default_user);
     let mut banner = format!(
-        "dcp serve: listening on {addr} (bucket {:?}, {} vbuckets, {} documents)\n",
-        args.bucket, args.vbuckets, args.preload
+        "dcp serve: listening on {addr}{} (bucket {:?}, {} vbuckets, {} documents)\n",
+        if tls_on { " with TLS only" } else { "" },
+        args.bucket,
+        args.vbuckets,
+        args.preload
     );
     let names: Vec<&str> = args.users.iter().map(|(n, _)| n.as_str()).collect();
     banner += &format!("  users (all may run `dcp admin`): {}\n", names.join(", "));
@@ -85,13 +105,16 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
     banner += &format!(
         "  {}\n",
         tail_line(&addr, &args.bucket, first, args.vbuckets)
+            + if tls_on { " --ca CA_FILE" } else { "" }
     );
-    banner += "inject a fault:\n";
-    let mut admin = format!("dcp admin --address {addr}");
-    if first.0 != "Administrator" || first.1 != "password" {
-        admin.push_str(&format!(" --user {} --password {}", first.0, first.1));
+    if !tls_on {
+        banner += "inject a fault:\n";
+        let mut admin = format!("dcp admin --address {addr}");
+        if first.0 != "Administrator" || first.1 != "password" {
+            admin.push_str(&format!(" --user {} --password {}", first.0, first.1));
+        }
+        banner += &format!("  {admin} failover 0 --lose-last 1\n");
     }
-    banner += &format!("  {admin} failover 0 --lose-last 1\n");
     banner += "Ctrl-C stops the server.\n";
     // The server keeps running if nobody reads its output.
     let mut stdout = std::io::stdout();

@@ -51,11 +51,17 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
     if let Some(address) = args.address.clone()
         && address.starts_with("couchbase://")
     {
+        if uses_tls(&args) {
+            return Err(Failure(
+                "TLS is not supported for couchbase:// clusters yet; stream one node with --tls"
+                    .to_owned(),
+            ));
+        }
         let name = args.name.clone().unwrap_or_else(default_name);
         return crate::tail_cluster::run(args, &address, name).await;
     }
     let addr = match &args.address {
-        Some(address) => normalize_address(address)?,
+        Some(address) => normalize_address(address, uses_tls(&args))?,
         None => {
             let handle = serve::embedded(&args.bucket, &args.user, &args.password).await?;
             let addr = handle.local_addr().to_string();
@@ -81,9 +87,14 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
         .with_credentials(Credentials::new(args.user.as_str(), args.password.as_str()))
         .with_auto_ack(true)
         .with_buffer_size(args.window);
-    let mut conn = Connection::connect(addr.as_str(), config)
-        .await
-        .map_err(|err| explain(err, &args, &addr))?;
+    let connected = if uses_tls(&args) {
+        let tls = client_tls(&args)?;
+        let host = server_name(&addr);
+        Connection::connect_tls(addr.as_str(), host, tls, config).await
+    } else {
+        Connection::connect(addr.as_str(), config).await
+    };
+    let mut conn = connected.map_err(|err| explain(err, &args, &addr))?;
 
     let mut progress = Progress {
         open: BTreeSet::new(),
@@ -372,9 +383,35 @@ fn display_path(path: Option<&Path>) -> String {
     path.map_or_else(|| "the checkpoint".to_owned(), |p| p.display().to_string())
 }
 
+/// Whether `dcp tail` connects over TLS.
+fn uses_tls(args: &TailArgs) -> bool {
+    args.tls || args.ca.is_some() || args.tls_insecure
+}
+
+/// The TLS client configuration of `--ca` or `--tls-insecure`.
+fn client_tls(args: &TailArgs) -> Result<std::sync::Arc<dcp_tokio::rustls::ClientConfig>, Failure> {
+    let config = match (&args.ca, args.tls_insecure) {
+        (_, true) => dcp_tokio::tls::insecure_client_config_for_testing(),
+        (Some(ca), false) => dcp_tokio::tls::client_config_from_pem_file(ca),
+        (None, false) => {
+            return Err(Failure(
+                "--tls needs --ca FILE (the CA certificates to trust), or --tls-insecure for local testing".to_owned(),
+            ));
+        }
+    };
+    config.map_err(|err| Failure(err.to_string()))
+}
+
+/// The host of a `HOST:PORT` address, for TLS verification.
+fn server_name(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 /// `HOST`, `HOST:PORT`, `couchbase://HOST` as `HOST:PORT` (11210 by
-/// default).
-fn normalize_address(address: &str) -> Result<String, Failure> {
+/// default, 11207 with TLS).
+fn normalize_address(address: &str, tls: bool) -> Result<String, Failure> {
+    let port = if tls { 11207 } else { 11210 };
     let mut rest = address.trim();
     if rest.starts_with("couchbases://") {
         return Err(Failure(
@@ -392,7 +429,7 @@ fn normalize_address(address: &str) -> Result<String, Failure> {
         return Ok(rest.to_owned());
     }
     if rest.parse::<std::net::Ipv6Addr>().is_ok() {
-        return Ok(format!("[{rest}]:11210"));
+        return Ok(format!("[{rest}]:{port}"));
     }
     match rest.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') => {
@@ -401,7 +438,7 @@ fn normalize_address(address: &str) -> Result<String, Failure> {
             Ok(rest.to_owned())
         }
         Some(_) => Ok(rest.to_owned()),
-        None => Ok(format!("{rest}:11210")),
+        None => Ok(format!("{rest}:{port}")),
     }
 }
 
@@ -444,6 +481,9 @@ fn explain(err: Error, args: &TailArgs, addr: &str) -> Failure {
             silence.as_secs()
         ),
         Error::Io(err) => format!("connection to {addr} failed: {err}"),
+        Error::Tls { source, .. } => format!(
+            "TLS handshake with {addr} failed: {source} (is it a TLS port, 11207, and does --ca hold its CA?)"
+        ),
         other => format!("{addr}: {other}"),
     })
 }

@@ -1,4 +1,5 @@
-//! `couchbase://host1:port,host2/bucket` connection strings.
+//! `couchbase://host1:port,host2/bucket` connection strings: the seed
+//! nodes a cluster consumer bootstraps from (sans-IO: parsing only).
 
 use std::fmt;
 
