@@ -15,6 +15,8 @@ mod message;
 mod snappy;
 mod status_response;
 mod stream_id;
+#[cfg(test)]
+mod test_util;
 mod xattr;
 
 pub use dcp::*;

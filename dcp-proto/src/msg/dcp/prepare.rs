@@ -152,12 +152,7 @@ impl Prepare {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(head: FrameHead, framing: &[u8], extras: &[u8], key: &[u8], value: &[u8]) -> Frame {
-        let mut buf = BytesMut::new();
-        head.encode(&mut buf, framing, extras, key, value).unwrap();
-        Frame::parse(buf.freeze()).unwrap()
-    }
+    use crate::msg::test_util::frame;
 
     fn rejects(frame: &Frame, kind: DecodeErrorKind, offset: usize) {
         let err = Prepare::decode(frame).unwrap_err();
