@@ -1285,3 +1285,37 @@ fn corrupt_or_oversized_snappy_values_close_the_connection() {
         assert!(s.consumer.is_closed());
     }
 }
+
+#[test]
+fn close_answered_key_enoent_finishes_at_once() {
+    let (mut s, opaque) = streaming(config().with_buffer_size(1000));
+    s.consumer.close_stream(0).unwrap();
+    let Message::CloseStream(close) = s.one() else {
+        panic!()
+    };
+    s.feed_ok(StatusResponse::new(
+        Opcode::DcpCloseStream,
+        Status::KeyEnoent,
+        close.opaque,
+    ));
+    assert!(matches!(
+        s.events()[..],
+        [Event::StreamEnded {
+            reason: StreamEndReason::Closed,
+            ..
+        }]
+    ));
+    assert!(!s.consumer.has_stream(0));
+    // The stream's own STREAM_END, still in flight, is a straggler.
+    s.feed_ok(StreamEnd {
+        vbucket: 0,
+        opaque,
+        stream_id: None,
+        reason: StreamEndReason::Ok,
+    });
+    assert!(s.events().is_empty());
+    s.consumer
+        .open_stream(0, StreamStart::Resume, None)
+        .unwrap();
+    assert_eq!(s.stream_request(0).start_seqno, 0);
+}

@@ -845,12 +845,12 @@ impl Consumer {
             // Already ended (its STREAM_END crossed our close).
             return;
         };
-        // KEY_ENOENT: the stream ended on its own and its STREAM_END is in
-        // flight; that message will finish it.
+        // With the control on, the producer's STREAM_END(Closed) finishes
+        // an accepted close. Anything else finishes it now: KEY_ENOENT means
+        // the stream had already ended, and if its STREAM_END is still in
+        // flight it arrives as a straggler of a closed opaque (ignored, its
+        // credit returned) rather than leaving the stream closing forever.
         if stream_end_follows && status == Status::Success {
-            return;
-        }
-        if status == Status::KeyEnoent && stream_end_follows {
             return;
         }
         state.stream = None;
