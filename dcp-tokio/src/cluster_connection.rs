@@ -244,22 +244,11 @@ impl ClusterConnection {
                 self.links.remove(&node);
                 self.orchestrator.handle_node_lost(&node, at);
             }
-            Reported::Event(event, position) => match *event {
-                Event::ClusterConfig { config, .. } => {
-                    let _ = self.orchestrator.handle_config(&config, node.host(), at);
-                }
-                event => {
-                    let current = self.orchestrator.handle_stream_event(&node, &event, at);
-                    if let (Event::StreamOpened { vbucket, .. }, Some(position)) =
-                        (&event, position)
-                    {
-                        self.orchestrator.handle_position(&node, *vbucket, position);
-                    }
-                    if current && !matches!(event, Event::Ready(_)) {
-                        return Some(event);
-                    }
-                }
-            },
+            Reported::Event(event, position) => {
+                return self
+                    .orchestrator
+                    .handle_node_event(&node, *event, position, at);
+            }
         }
         None
     }

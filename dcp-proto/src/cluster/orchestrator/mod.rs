@@ -369,6 +369,30 @@ impl ClusterOrchestrator {
         }
     }
 
+    /// Everything a node's consumer produced, in one call: a config answer
+    /// is applied, a stream event is tracked (with `position`, the
+    /// consumer's `position(vbucket)` taken when the event was polled, for
+    /// streams started "now"), and the event comes back if the application
+    /// should see it (not stale, not the connection's `Ready`).
+    pub fn handle_node_event(
+        &mut self,
+        node: &NodeAddress,
+        event: Event,
+        position: Option<StreamPosition>,
+        now: Instant,
+    ) -> Option<Event> {
+        if let Event::ClusterConfig { config, .. } = &event {
+            // A bad or stale config is ignored; polling goes on.
+            let _ = self.handle_config(config, node.host(), now);
+            return None;
+        }
+        let current = self.handle_stream_event(node, &event, now);
+        if let (Event::StreamOpened { vbucket, .. }, Some(position)) = (&event, position) {
+            self.handle_position(node, *vbucket, position);
+        }
+        (current && !matches!(event, Event::Ready(_))).then_some(event)
+    }
+
     /// A deadline from [`poll_timeout`](Self::poll_timeout) passed:
     /// retries, reconnections and config polls fall due.
     pub fn handle_timeout(&mut self, now: Instant) {
