@@ -402,6 +402,18 @@ impl Bucket {
         Ok(entry)
     }
 
+    /// Fails `vb` over to a lagging replica that completed a snapshot ending
+    /// at `seqno` and holds nothing after it: the new branch starts exactly
+    /// there, possibly inside a snapshot clients were sent (clamped to what
+    /// memory still holds, as for [`Self::failover`]).
+    pub fn failover_to(&mut self, vb: u16, seqno: u64) -> Result<FailoverEntry, BucketError> {
+        let uuid = self.rng.nonzero_u64();
+        let entry = self.vbucket_mut(vb)?.failover_to(seqno, uuid);
+        self.events.push(BucketEvent::FailedOver { vbucket: vb });
+        self.touched.insert(vb);
+        Ok(entry)
+    }
+
     /// Purges the tombstones of `vb` at or below `up_to` (compaction);
     /// returns the new purge seqno.
     pub fn purge(&mut self, vb: u16, up_to: u64) -> Result<u64, BucketError> {

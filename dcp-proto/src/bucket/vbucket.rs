@@ -198,6 +198,23 @@ impl VBucket {
             Some((start, _)) => start.saturating_sub(1),
             None => new_high,
         };
+        self.promote(new_high, branch, new_uuid)
+    }
+
+    /// Fails the vbucket over to a lagging replica: one that completed a
+    /// snapshot ending at `seqno` and holds nothing after it. The branch is
+    /// exactly there, whatever this vbucket's own checkpoints were, so it can
+    /// fall inside a snapshot a client was sent (never below what memory
+    /// holds, as for [`Self::failover`]).
+    pub(crate) fn failover_to(&mut self, seqno: u64, new_uuid: u64) -> FailoverEntry {
+        let floor = self.checkpoints.low_seqno().saturating_sub(1);
+        let new_high = seqno.min(self.high_seqno).max(floor);
+        self.promote(new_high, new_high, new_uuid)
+    }
+
+    /// Keeps history up to `new_high`, starts the branch `(new_uuid,
+    /// branch)` and becomes active with empty memory.
+    fn promote(&mut self, new_high: u64, branch: u64, new_uuid: u64) -> FailoverEntry {
         self.disk.truncate(new_high);
         self.checkpoints.reset(new_high);
         self.high_seqno = new_high;

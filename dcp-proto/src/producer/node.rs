@@ -362,6 +362,14 @@ impl Node {
         Ok(entry)
     }
 
+    /// Fails vbucket `vb` over to a lagging replica
+    /// ([`Bucket::failover_to`]) and drops the connections streaming it.
+    pub fn failover_to(&mut self, vb: u16, seqno: u64) -> Result<FailoverEntry, ProducerError> {
+        let entry = self.bucket.failover_to(vb, seqno)?;
+        self.sync();
+        Ok(entry)
+    }
+
     /// Purges tombstones ([`Bucket::purge`]); returns the purge seqno.
     pub fn purge(&mut self, vb: u16, up_to: u64) -> Result<u64, ProducerError> {
         Ok(self.bucket.purge(vb, up_to)?)
