@@ -6,21 +6,18 @@
 //! is a consistent state for it, and end with the bucket's documents: no
 //! change lost, none applied twice without a rollback covering it.
 
+mod in_memory;
 mod producer_harness;
 
-use std::time::{Duration, Instant};
-
-use bytes::BytesMut;
-use dcp_proto::auth::Credentials;
 use dcp_proto::bucket::{BucketConfig, WriteOptions};
 use dcp_proto::consumer::{Consumer, ConsumerConfig, Event, StreamStart};
-use dcp_proto::producer::{ConnectionId, Node};
+use dcp_proto::producer::ConnectionId;
 use dcp_proto::testing::{MaterializedView, live_documents};
+use in_memory::InMemory;
 use producer_harness::*;
 
 struct World {
-    node: Node,
-    now: Instant,
+    link: InMemory,
     view: MaterializedView,
     markers: Vec<(u64, u64)>,
 }
@@ -32,23 +29,19 @@ impl World {
         let bucket = BucketConfig::new(BUCKET)
             .with_vbuckets(1)
             .with_checkpoints(1000, 4);
-        let now = Instant::now();
-        let mut node = Node::new(config(1).with_bucket(bucket));
-        node.wall_clock(now);
         Self {
-            node,
-            now,
+            link: InMemory::new(config(1).with_bucket(bucket)),
             view: MaterializedView::default(),
             markers: Vec::new(),
         }
     }
 
-    /// `n` writes, one seqno each: sets, with every seventh key deleted
-    /// again later (a tombstone at its own seqno).
+    /// `n` writes, one seqno each: sets, with every seventh write deleting
+    /// a key set three writes earlier.
     fn write(&mut self, from: u64, n: u64) {
-        let wall = self.node.wall_clock(self.now);
+        let wall = self.link.node.wall_clock(self.link.now);
         for i in from..from + n {
-            let bucket = self.node.bucket_mut();
+            let bucket = self.link.node.bucket_mut();
             if i % 7 == 6 {
                 let key = format!("key-{}", (i - 3) % 150);
                 bucket.delete(key.as_bytes(), 0, wall).unwrap();
@@ -66,61 +59,24 @@ impl World {
         // A window of a few items and manual acks: the test decides how far
         // into a snapshot the consumer gets.
         let config = ConsumerConfig::new("mid-snapshot", BUCKET)
-            .with_credentials(Credentials::new(USER, PASSWORD))
             .with_buffer_size(1024)
             .with_auto_ack(false);
-        let consumer = Consumer::new(config, "bm9uY2U", self.now).unwrap();
-        (consumer, self.node.accept(self.now))
+        self.link.connect(config, USER, PASSWORD)
     }
 
-    /// Moves bytes both ways; events are applied and acknowledged while the
-    /// view is below `ack_below`. Returns when nothing moves any more.
+    /// Applies events, acknowledging them while the view is below
+    /// `ack_below`.
     fn pump(&mut self, consumer: &mut Consumer, conn: ConnectionId, ack_below: u64) {
-        let mut idle = 0;
-        for _ in 0..100_000 {
-            let mut moved = false;
-            let mut up = BytesMut::new();
-            if consumer.poll_transmit(&mut up) > 0 {
-                moved = true;
-                if self.node.handle_input(conn, &mut up, self.now).is_err() {
-                    consumer.handle_eof();
-                    return;
-                }
+        let (view, markers) = (&mut self.view, &mut self.markers);
+        self.link.pump(consumer, conn, |consumer, event, now| {
+            if let Event::SnapshotMarker(m, _) = &event {
+                markers.push((m.start, m.end));
             }
-            let mut down = BytesMut::new();
-            if self.node.poll_transmit(conn, &mut down, 4096) > 0 {
-                moved = true;
-                consumer.handle_input(&mut down, self.now).unwrap();
+            view.apply(&event).expect("no replay without rollback");
+            if view.last_seqno(0) < ack_below {
+                consumer.ack_at(event.credit(), now);
             }
-            while let Some(event) = consumer.poll_event() {
-                moved = true;
-                if let Event::SnapshotMarker(m, _) = &event {
-                    self.markers.push((m.start, m.end));
-                }
-                self.view.apply(&event).expect("no replay without rollback");
-                if self.view.last_seqno(0) < ack_below {
-                    consumer.ack_at(event.credit(), self.now);
-                }
-            }
-            if self.node.is_closed(conn) {
-                consumer.handle_eof();
-                return;
-            }
-            if moved {
-                idle = 0;
-            } else {
-                // Let time-based acks and noops run; settled after a few
-                // quiet rounds.
-                idle += 1;
-                if idle > 3 {
-                    return;
-                }
-                self.now += Duration::from_millis(1100);
-                consumer.handle_timeout(self.now).unwrap();
-                self.node.handle_timeout(conn, self.now);
-            }
-        }
-        panic!("did not settle");
+        });
     }
 }
 
@@ -159,10 +115,10 @@ fn run(stop_at: u64) -> (u64, World) {
 
     // The promoted replica had completed a snapshot ending at 120 (its
     // snapshots were not ours) and has nothing after it.
-    let entry = world.node.failover_to(0, 120).unwrap();
+    let entry = world.link.node.failover_to(0, 120).unwrap();
     assert_eq!(entry.seqno, 120);
     world.pump(&mut consumer, conn, u64::MAX);
-    world.node.remove(conn);
+    world.link.node.remove(conn);
     world.write(200, 30);
 
     let (mut consumer, conn) = world.connect();
@@ -186,7 +142,10 @@ fn branch_below_what_was_received_of_the_snapshot() {
     // §2.3: the snapshot {101,200} spans the branch (upper 120), so the
     // producer answers with its start.
     assert_eq!(rollback, 101);
-    assert_eq!(world.view.live(0), live_documents(world.node.bucket(), 0));
+    assert_eq!(
+        world.view.live(0),
+        live_documents(world.link.node.bucket(), 0)
+    );
 }
 
 #[test]
@@ -196,5 +155,8 @@ fn branch_above_what_was_received_of_the_snapshot() {
     // across the branch; the consumer goes back to the snapshot start.
     let (rollback, world) = run(105);
     assert_eq!(rollback, 101);
-    assert_eq!(world.view.live(0), live_documents(world.node.bucket(), 0));
+    assert_eq!(
+        world.view.live(0),
+        live_documents(world.link.node.bucket(), 0)
+    );
 }

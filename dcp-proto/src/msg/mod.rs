@@ -9,6 +9,7 @@
 mod check;
 pub mod client;
 pub mod dcp;
+mod document_value;
 mod failover_log;
 mod key;
 mod message;
@@ -20,6 +21,7 @@ mod test_util;
 mod xattr;
 
 pub use dcp::*;
+pub use document_value::{DocumentValue, DocumentValueError};
 pub use failover_log::{FAILOVER_ENTRY_LEN, FailoverEntry, FailoverLog};
 pub use key::{
     CollectionKey, DEFAULT_COLLECTION, MAX_LEB128_LEN, leb128_len, put_leb128_u32, read_leb128_u32,
