@@ -8,7 +8,7 @@ mod producer_harness;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use dcp_proto::bucket::{BucketConfig, WriteOptions};
+use dcp_proto::bucket::{BucketConfig, BucketError, WriteOptions};
 use dcp_proto::codec::Datatype;
 use dcp_proto::consumer::{ConsumerConfig, Event, SnappyMode, StreamStart};
 use dcp_proto::msg::{DocumentValue, OpenFlags, XattrValue};
@@ -31,7 +31,8 @@ fn body(i: u32) -> String {
 
 /// doc-0..doc-9: even ones carry a system and a user xattr; doc-7 and
 /// doc-8 are deleted afterwards (doc-8 had xattrs, so its tombstone keeps
-/// the system one).
+/// the system one). doc-10 is a tombstone given both kinds of xattrs (as a
+/// sub-document write to a deleted document does).
 fn bucket() -> InMemory {
     let bucket = BucketConfig::new(BUCKET).with_vbuckets(1);
     let mut link = InMemory::new(config(1).with_bucket(bucket));
@@ -63,6 +64,17 @@ fn bucket() -> InMemory {
             .delete(key.as_bytes(), 0, wall)
             .unwrap();
     }
+    link.node
+        .bucket_mut()
+        .set_deleted_xattrs(b"doc-10", &[(b"_sync", SYNC), (b"meta", META)], wall)
+        .unwrap();
+    // Only a deleted (or missing) document takes them.
+    assert_eq!(
+        link.node
+            .bucket_mut()
+            .set_deleted_xattrs(b"doc-1", &[(b"meta", META)], wall),
+        Err(BucketError::KeyExists)
+    );
     link
 }
 
@@ -86,7 +98,7 @@ fn stream(flags: OpenFlags, snappy: SnappyMode) -> (BTreeMap<String, Seen>, u64)
         };
         seen.insert(String::from_utf8(key.to_vec()).unwrap(), value);
     });
-    assert_eq!(seen.len(), 10, "every key streamed: {seen:?}");
+    assert_eq!(seen.len(), 11, "every key streamed: {seen:?}");
     let negotiated = consumer.negotiated().unwrap();
     assert_eq!(negotiated.snappy, snappy != SnappyMode::Off);
     assert_eq!(negotiated.xattr, flags.contains(OpenFlags::INCLUDE_XATTRS));
@@ -143,8 +155,9 @@ fn include_xattrs_splits_xattrs_from_bodies() {
                     assert_eq!(doc.body, Bytes::from(body(i)), "{key}");
                     assert!(doc.is_json(), "{key}");
                 }
-                Seen::Deleted(doc) if key == "doc-8" => {
-                    // System xattrs outlive the document; user ones do not.
+                Seen::Deleted(doc) if key == "doc-8" || key == "doc-10" => {
+                    // System xattrs outlive the document; user ones are not
+                    // sent without IncludeDeletedUserXattrs.
                     assert_eq!(pairs(&doc), [(b"_sync".to_vec(), SYNC.to_vec())]);
                     assert!(doc.body.is_empty());
                 }
@@ -173,4 +186,25 @@ fn no_value_keeps_the_xattrs_only() {
             }
         }
     }
+}
+
+#[test]
+fn include_deleted_user_xattrs_sends_user_xattrs_of_tombstones() {
+    let flags = OpenFlags::INCLUDE_XATTRS | OpenFlags::INCLUDE_DELETED_USER_XATTRS;
+    let (seen, _) = stream(flags, SnappyMode::Off);
+    let Seen::Deleted(doc) = &seen["doc-10"] else {
+        panic!("doc-10 is deleted: {seen:?}");
+    };
+    assert_eq!(
+        pairs(doc),
+        [
+            (b"_sync".to_vec(), SYNC.to_vec()),
+            (b"meta".to_vec(), META.to_vec())
+        ]
+    );
+    // A plain delete dropped doc-8's user xattrs for good.
+    let Seen::Deleted(doc) = &seen["doc-8"] else {
+        panic!("doc-8 is deleted: {seen:?}");
+    };
+    assert_eq!(pairs(doc), [(b"_sync".to_vec(), SYNC.to_vec())]);
 }

@@ -41,7 +41,7 @@ mod write;
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 pub use document::{Document, DocumentKind};
 pub use error::BucketError;
@@ -50,7 +50,7 @@ pub(crate) use rng::Rng;
 pub use vbucket::VBucket;
 pub use write::{MAX_KEY_LEN, MutationInfo, RELATIVE_EXPIRY_LIMIT, StoreMode, WriteOptions};
 
-use crate::msg::{FailoverEntry, VbucketState};
+use crate::msg::{FailoverEntry, VbucketState, XattrValue};
 
 /// The default number of vbuckets.
 pub const DEFAULT_VBUCKETS: u16 = 1024;
@@ -292,6 +292,22 @@ impl Bucket {
         now: SystemTime,
     ) -> Result<MutationInfo, BucketError> {
         self.write(key, |vb, _| vb.delete(key, cas, now))
+    }
+
+    /// Writes xattrs (system and user) onto the deleted or missing document
+    /// `key`, which stays deleted, as a sub-document mutation with
+    /// AccessDeleted does: the tombstone gets a new seqno. `KeyExists` if
+    /// the document is live.
+    pub fn set_deleted_xattrs(
+        &mut self,
+        key: &[u8],
+        xattrs: &[(&[u8], &[u8])],
+        now: SystemTime,
+    ) -> Result<MutationInfo, BucketError> {
+        let mut section = BytesMut::new();
+        XattrValue::put(&mut section, xattrs, &[]);
+        let section = section.freeze();
+        self.write(key, |vb, _| vb.set_deleted_xattrs(key, section, now))
     }
 
     /// Expires `key` now, whatever its TTL, as the expiry pager does once a

@@ -212,6 +212,39 @@ impl VBucket {
         )
     }
 
+    /// Writes `xattrs` (a section as [`XattrValue::put`] builds it, empty
+    /// body) onto a deleted or missing document, which stays deleted: what a
+    /// sub-document mutation with AccessDeleted/CreateAsDeleted does. User
+    /// xattrs can live on a tombstone only this way.
+    pub(crate) fn set_deleted_xattrs(
+        &mut self,
+        key: &[u8],
+        xattrs: Bytes,
+        now: SystemTime,
+    ) -> Result<MutationInfo, BucketError> {
+        check_key(key)?;
+        self.require_active()?;
+        if self.live(key, now).is_some() {
+            return Err(BucketError::KeyExists);
+        }
+        let doc = self.commit(
+            Document {
+                key: Bytes::copy_from_slice(key),
+                value: xattrs,
+                datatype: Datatype::XATTR,
+                flags: 0,
+                expiry: 0,
+                cas: 0,
+                rev_seqno: self.next_rev(key),
+                seqno: 0,
+                kind: DocumentKind::Deletion,
+                delete_time: u32::try_from(unix_secs(now)).unwrap_or(u32::MAX),
+            },
+            now,
+        );
+        Ok(self.info(&doc))
+    }
+
     /// The rev seqno a new version of `key` gets.
     fn next_rev(&self, key: &[u8]) -> u64 {
         self.disk.get(key).map_or(1, |d| d.rev_seqno + 1)

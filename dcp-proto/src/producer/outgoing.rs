@@ -9,7 +9,7 @@ use crate::bucket::{Document, DocumentKind};
 use crate::codec::{Datatype, EncodeError, Opcode};
 use crate::msg::{
     Deletion, Expiration, MarkerFormat, Mutation, OpenFlags, SeqnoAdvanced, SnapshotFlags,
-    SnapshotMarker, StreamEnd, compress_value,
+    SnapshotMarker, StreamEnd, XattrValue, compress_value,
 };
 
 /// What the connection negotiated that shapes stream messages.
@@ -86,12 +86,31 @@ fn mutation_value(doc: &Document, flags: OpenFlags) -> (Bytes, Datatype) {
     }
 }
 
-/// A tombstone's value: its (system) xattrs with IncludeXattrs, else empty.
+/// A tombstone's value: with IncludeXattrs its system xattrs, and its user
+/// xattrs too with IncludeDeletedUserXattrs; otherwise empty.
 fn tombstone_value(doc: &Document, flags: OpenFlags) -> (Bytes, Datatype) {
-    match xattr_section(doc) {
-        Some(section) if flags.contains(OpenFlags::INCLUDE_XATTRS) => (section, Datatype::XATTR),
-        _ => (Bytes::new(), Datatype::RAW),
+    if !flags.contains(OpenFlags::INCLUDE_XATTRS) {
+        return (Bytes::new(), Datatype::RAW);
     }
+    let Some(xattrs) = doc.xattrs() else {
+        return (Bytes::new(), Datatype::RAW);
+    };
+    let is_system = |key: &[u8]| key.first() == Some(&b'_');
+    if flags.contains(OpenFlags::INCLUDE_DELETED_USER_XATTRS)
+        || xattrs.pairs().all(|(k, _)| is_system(k))
+    {
+        return match xattr_section(doc) {
+            Some(section) => (section, Datatype::XATTR),
+            None => (Bytes::new(), Datatype::RAW),
+        };
+    }
+    let system: Vec<(&[u8], &[u8])> = xattrs.pairs().filter(|(k, _)| is_system(k)).collect();
+    if system.is_empty() {
+        return (Bytes::new(), Datatype::RAW);
+    }
+    let mut section = BytesMut::new();
+    XattrValue::put(&mut section, &system, &[]);
+    (section.freeze(), Datatype::XATTR)
 }
 
 /// The value as sent: with Snappy negotiated, compressed when that makes it
