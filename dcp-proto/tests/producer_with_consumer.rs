@@ -3,16 +3,16 @@
 //! reconnect from the saved positions, obey the rollback, and check that
 //! the consumer's materialized view equals the bucket.
 
+mod in_memory;
 mod producer_harness;
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use dcp_proto::auth::Credentials;
+use bytes::Bytes;
 use dcp_proto::bucket::{BucketConfig, DocumentKind, WriteOptions};
 use dcp_proto::consumer::{Consumer, ConsumerConfig, Event, StreamStart};
 use dcp_proto::producer::{ConnectionId, Node};
+use in_memory::InMemory;
 use producer_harness::*;
 
 const VBUCKETS: u16 = 4;
@@ -82,24 +82,23 @@ fn bucket_live(node: &Node, vb: u16) -> BTreeMap<Bytes, (u64, Bytes)> {
 }
 
 struct World {
-    node: Node,
-    now: Instant,
+    link: InMemory,
     view: View,
     writes: u64,
 }
 
 impl World {
     fn write(&mut self, n: u64) {
-        let wall = self.node.wall_clock(self.now);
+        let wall = self.link.node.wall_clock(self.link.now);
         for _ in 0..n {
             self.writes += 1;
             let key = format!("key-{}", self.writes % 37);
             let value = format!("{{\"n\":{}}}", self.writes);
+            let bucket = self.link.node.bucket_mut();
             if self.writes.is_multiple_of(11) {
-                let _ = self.node.bucket_mut().delete(key.as_bytes(), 0, wall);
+                let _ = bucket.delete(key.as_bytes(), 0, wall);
             } else {
-                self.node
-                    .bucket_mut()
+                bucket
                     .set(key.as_bytes(), value, WriteOptions::new(), wall)
                     .unwrap();
             }
@@ -108,60 +107,23 @@ impl World {
 
     /// Moves bytes both ways and applies events until nothing moves.
     fn pump(&mut self, consumer: &mut Consumer, conn: ConnectionId) {
-        for _ in 0..10_000 {
-            let mut moved = false;
-            let mut up = BytesMut::new();
-            if consumer.poll_transmit(&mut up) > 0 {
-                moved = true;
-                if self.node.handle_input(conn, &mut up, self.now).is_err() {
-                    consumer.handle_eof();
-                    return;
-                }
-            }
-            let mut down = BytesMut::new();
-            if self.node.poll_transmit(conn, &mut down, 16 * 1024) > 0 {
-                moved = true;
-                consumer.handle_input(&mut down, self.now).unwrap();
-            }
-            while let Some(event) = consumer.poll_event() {
-                moved = true;
-                self.view.apply(event);
-            }
-            if self.node.is_closed(conn) {
-                consumer.handle_eof();
-                return;
-            }
-            if !moved {
-                // Let time-based acks and noops run.
-                self.now += Duration::from_millis(500);
-                consumer.handle_timeout(self.now).unwrap();
-                self.node.handle_timeout(conn, self.now);
-                if !consumer.wants_transmit() && self.node.take_wakeups().is_empty() {
-                    let mut probe = BytesMut::new();
-                    if self.node.poll_transmit(conn, &mut probe, 16 * 1024) == 0 {
-                        return;
-                    }
-                    consumer.handle_input(&mut probe, self.now).unwrap();
-                }
-            }
-        }
-        panic!("did not settle");
+        let view = &mut self.view;
+        self.link
+            .pump(consumer, conn, |_, event, _| view.apply(event));
     }
 
     fn connect(&mut self, name: &str) -> (Consumer, ConnectionId) {
         let config = ConsumerConfig::new(name, BUCKET)
-            .with_credentials(Credentials::new(USER, PASSWORD))
             .with_buffer_size(4096)
             .with_auto_ack(true);
-        let consumer = Consumer::new(config, "bm9uY2U", self.now).unwrap();
-        (consumer, self.node.accept(self.now))
+        self.link.connect(config, USER, PASSWORD)
     }
 
     fn check(&self) {
         for vb in 0..VBUCKETS {
             assert_eq!(
                 self.view.live(vb),
-                bucket_live(&self.node, vb),
+                bucket_live(&self.link.node, vb),
                 "vbucket {vb}"
             );
         }
@@ -175,12 +137,10 @@ fn the_consumer_view_equals_the_bucket_across_a_failover() {
         .with_checkpoints(8, 3);
     let config = config(VBUCKETS).with_bucket(bucket);
     let mut world = World {
-        node: Node::new(config),
-        now: Instant::now(),
+        link: InMemory::new(config),
         view: View::default(),
         writes: 0,
     };
-    world.node.wall_clock(world.now);
     world.write(300);
 
     let (mut consumer, conn) = world.connect("e2e:1");
@@ -201,13 +161,13 @@ fn the_consumer_view_equals_the_bucket_across_a_failover() {
 
     // Fail a vbucket over, losing its last items: the connection drops.
     let victim = 1;
-    let entry = world.node.failover(victim, 3).unwrap();
+    let entry = world.link.node.failover(victim, 3).unwrap();
     world.pump(&mut consumer, conn);
-    assert!(world.node.is_closed(conn));
+    assert!(world.link.node.is_closed(conn));
     let positions: Vec<_> = (0..VBUCKETS)
         .map(|vb| consumer.position(vb).expect("a position"))
         .collect();
-    world.node.remove(conn);
+    world.link.node.remove(conn);
 
     // More writes before the consumer comes back.
     world.write(40);

@@ -7,19 +7,20 @@
 //! input format of Wireshark-based checkers, so an independent dissector can
 //! read what we send.
 
+mod in_memory;
 mod producer_harness;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
-use dcp_proto::auth::Credentials;
 use dcp_proto::bucket::{BucketConfig, WriteOptions};
 use dcp_proto::codec::{Frame, FrameDecoder};
 use dcp_proto::consumer::{Consumer, ConsumerConfig, Event, StreamStart};
 use dcp_proto::msg::{Message, OpenFlags};
-use dcp_proto::producer::{ConnectionId, Node};
+use dcp_proto::producer::ConnectionId;
+use in_memory::InMemory;
 use producer_harness::*;
 
 const VBUCKETS: u16 = 4;
@@ -33,86 +34,21 @@ enum Direction {
     Server,
 }
 
-struct Recorder {
-    frames: Vec<(Direction, Frame)>,
-    to_server: FrameDecoder,
-    to_client: FrameDecoder,
-}
-
-impl Recorder {
-    fn new() -> Self {
-        Self {
-            frames: Vec::new(),
-            to_server: FrameDecoder::new(),
-            to_client: FrameDecoder::new(),
-        }
-    }
-
-    /// Records the frames in `bytes` (a copy: the original goes on).
-    fn record(&mut self, direction: Direction, bytes: &[u8]) {
-        let mut copy = BytesMut::from(bytes);
-        let decoder = match direction {
-            Direction::Client => &mut self.to_server,
-            Direction::Server => &mut self.to_client,
-        };
-        while let Some(frame) = decoder.decode(&mut copy).expect("our frames split") {
-            self.frames.push((direction, frame));
-        }
-        assert!(copy.is_empty(), "writes end on frame boundaries");
-    }
-}
-
 struct Session {
-    node: Node,
-    now: Instant,
-    recorder: Recorder,
+    link: InMemory,
     events: Vec<Event>,
 }
 
 impl Session {
     fn pump(&mut self, consumer: &mut Consumer, conn: ConnectionId) {
-        for _ in 0..10_000 {
-            let mut moved = false;
-            let mut up = BytesMut::new();
-            if consumer.poll_transmit(&mut up) > 0 {
-                moved = true;
-                self.recorder.record(Direction::Client, &up);
-                self.node.handle_input(conn, &mut up, self.now).unwrap();
-            }
-            let mut down = BytesMut::new();
-            if self.node.poll_transmit(conn, &mut down, 16 * 1024) > 0 {
-                moved = true;
-                self.recorder.record(Direction::Server, &down);
-                consumer.handle_input(&mut down, self.now).unwrap();
-            }
-            while let Some(event) = consumer.poll_event() {
-                moved = true;
-                self.events.push(event);
-            }
-            if self.node.is_closed(conn) {
-                consumer.handle_eof();
-                return;
-            }
-            if !moved {
-                return;
-            }
-        }
-        panic!("did not settle");
-    }
-
-    /// Lets `by` pass on both sides (noops, time-based acks).
-    fn advance(&mut self, consumer: &mut Consumer, conn: ConnectionId, by: Duration) {
-        let end = self.now + by;
-        while self.now < end {
-            self.now += Duration::from_millis(250);
-            consumer.handle_timeout(self.now).unwrap();
-            self.node.handle_timeout(conn, self.now);
-            self.pump(consumer, conn);
-        }
+        let events = &mut self.events;
+        self.link
+            .pump(consumer, conn, |_, event, _| events.push(event));
     }
 
     fn write(&mut self, from: u32, n: u32) {
-        let wall = self.node.wall_clock(self.now);
+        let wall = self.link.node.wall_clock(self.link.now);
+        let bucket = self.link.node.bucket_mut();
         for i in from..from + n {
             let key = format!("doc-{i:04}");
             let value = format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat((i % 7) as usize));
@@ -121,23 +57,34 @@ impl Session {
             } else {
                 WriteOptions::new()
             };
-            self.node
-                .bucket_mut()
-                .set(key.as_bytes(), value, options, wall)
-                .unwrap();
+            bucket.set(key.as_bytes(), value, options, wall).unwrap();
             if i % 5 == 0 {
-                self.node
-                    .bucket_mut()
-                    .delete(key.as_bytes(), 0, wall)
-                    .unwrap();
+                bucket.delete(key.as_bytes(), 0, wall).unwrap();
             }
         }
+    }
+
+    /// The recorded writes, split into frames.
+    fn frames(self) -> Vec<(Direction, Frame)> {
+        let mut decoders = [FrameDecoder::new(), FrameDecoder::new()];
+        let mut frames = Vec::new();
+        for (to_server, mut bytes) in self.link.recording.unwrap_or_default() {
+            let (direction, decoder) = if to_server {
+                (Direction::Client, &mut decoders[0])
+            } else {
+                (Direction::Server, &mut decoders[1])
+            };
+            while let Some(frame) = decoder.decode(&mut bytes).expect("our frames split") {
+                frames.push((direction, frame));
+            }
+            assert!(bytes.is_empty(), "writes end on frame boundaries");
+        }
+        frames
     }
 }
 
 fn connect(session: &mut Session, name: &str) -> (Consumer, ConnectionId) {
     let mut config = ConsumerConfig::new(name, BUCKET)
-        .with_credentials(Credentials::new(USER, PASSWORD))
         .with_noop_interval(Some(Duration::from_secs(1)))
         .with_buffer_size(2048)
         .with_auto_ack(true)
@@ -145,8 +92,7 @@ fn connect(session: &mut Session, name: &str) -> (Consumer, ConnectionId) {
             OpenFlags::PRODUCER | OpenFlags::INCLUDE_XATTRS | OpenFlags::INCLUDE_DELETE_TIMES,
         );
     config.enable_expiry_opcode = true;
-    let consumer = Consumer::new(config, "bm9uY2U", session.now).unwrap();
-    (consumer, session.node.accept(session.now))
+    session.link.connect(config, USER, PASSWORD)
 }
 
 /// Runs the scripted session and returns its frames.
@@ -155,12 +101,10 @@ fn record_session() -> Vec<(Direction, Frame)> {
         .with_vbuckets(VBUCKETS)
         .with_checkpoints(8, 3);
     let mut session = Session {
-        node: Node::new(config(VBUCKETS).with_bucket(bucket)),
-        now: Instant::now(),
-        recorder: Recorder::new(),
+        link: InMemory::new(config(VBUCKETS).with_bucket(bucket)),
         events: Vec::new(),
     };
-    session.node.wall_clock(session.now);
+    session.link.recording = Some(Vec::new());
     session.write(0, 60);
 
     // Handshake, streams from the beginning (disk backfill), live writes,
@@ -175,9 +119,8 @@ fn record_session() -> Vec<(Direction, Frame)> {
     session.pump(&mut consumer, conn);
     session.write(60, 30);
     session.pump(&mut consumer, conn);
-    session.advance(&mut consumer, conn, Duration::from_secs(3));
-    let expired = session.node.wall_clock(session.now);
-    assert!(session.node.bucket_mut().expire_due(expired) > 0);
+    let wall = session.link.node.wall_clock(session.link.now);
+    assert!(session.link.node.bucket_mut().expire_due(wall) > 0);
     session.pump(&mut consumer, conn);
     consumer.request_failover_log(0).unwrap();
     consumer.request_cluster_config().unwrap();
@@ -189,9 +132,9 @@ fn record_session() -> Vec<(Direction, Frame)> {
     let positions: BTreeMap<u16, _> = (0..3)
         .map(|vb| (vb, consumer.position(vb).expect("a position")))
         .collect();
-    session.node.failover(1, 2).unwrap();
+    session.link.node.failover(1, 2).unwrap();
     session.pump(&mut consumer, conn);
-    session.node.remove(conn);
+    session.link.node.remove(conn);
     session.write(90, 10);
     let (mut consumer, conn) = connect(&mut session, "transcript:1");
     session.pump(&mut consumer, conn);
@@ -202,7 +145,6 @@ fn record_session() -> Vec<(Direction, Frame)> {
     }
     consumer.open_stream(3, StreamStart::Now, None).unwrap();
     session.pump(&mut consumer, conn);
-    session.advance(&mut consumer, conn, Duration::from_secs(2));
 
     assert!(
         session
@@ -211,7 +153,7 @@ fn record_session() -> Vec<(Direction, Frame)> {
             .any(|e| matches!(e, Event::Rollback { vbucket: 1, .. })),
         "the session includes a rollback"
     );
-    session.recorder.frames
+    session.frames()
 }
 
 /// Our reading of the fields an independent dissector also names, as
