@@ -34,6 +34,12 @@ pub struct StreamPosition {
     /// The purge seqno the producer last reported (v2.2 disk markers).
     #[serde(default)]
     pub purge_seqno: u64,
+    /// Seqnos where this consumer's data was a state the producer had,
+    /// ascending: the stream's origin (0 when empty) and the latest snapshot
+    /// ends, at most [`StreamPosition::CONSISTENT_POINTS`]. Where to cut on
+    /// a rollback.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consistent_points: Vec<u64>,
 }
 
 /// The seqno fields of the stream request that resumes from a position.
@@ -58,8 +64,16 @@ impl StreamPosition {
             last_seqno: seqno,
             snapshot_start: seqno,
             snapshot_end: seqno,
+            // 0 is implied.
+            consistent_points: if seqno > 0 { vec![seqno] } else { Vec::new() },
             ..Self::default()
         }
+    }
+
+    /// Whether the position holds nothing yet (a stream from the beginning
+    /// that received no change and no failover log).
+    pub fn is_fresh(&self) -> bool {
+        self.last_seqno == 0 && self.failover_log.entries.is_empty()
     }
 
     /// Whether the position is at the end of its snapshot, i.e. the data it
@@ -97,13 +111,75 @@ impl StreamPosition {
         }
     }
 
-    /// Obeys a ROLLBACK to `seqno`: forgets branches that began above it and
-    /// moves to a complete snapshot at `seqno`.
+    /// Obeys a ROLLBACK to `seqno` (a point [`Self::rollback_point`]
+    /// chose): forgets branches that began above it and moves to a complete
+    /// snapshot at `seqno`.
     pub fn rollback(&mut self, seqno: u64) {
         truncate_for_rollback(&mut self.failover_log, seqno);
         self.last_seqno = seqno;
         self.snapshot_start = seqno;
         self.snapshot_end = seqno;
+        self.consistent_points.retain(|&p| p <= seqno);
+        if self.consistent_points == [0] {
+            self.consistent_points.clear();
+        }
+        // With none left, 0 is implied (see `rollback_point`).
+        if self.consistent_points.last() != Some(&seqno)
+            && (seqno > 0 || !self.consistent_points.is_empty())
+        {
+            self.consistent_points.push(seqno);
+        }
+    }
+
+    /// How many consistent points a position remembers.
+    pub const CONSISTENT_POINTS: usize = 16;
+
+    /// Where to cut when the producer asks for a rollback to `seqno`: the
+    /// highest point at or below it where this consumer's data was a state
+    /// the producer had (behavior.md §2.5).
+    ///
+    /// A rollback seqno need not be such a point: a failover branch starts
+    /// where the promoted replica's snapshots ended, not ours, and a
+    /// snapshot's items are deduplicated, so a version at or below the
+    /// seqno may never have arrived (inside a snapshot, or in the gap before
+    /// a marker that starts at its first remaining item). The cut goes to
+    /// the latest snapshot end at or below it instead, or the stream's
+    /// origin when older points were forgotten. Below the origin of a stream
+    /// that started "from now" nothing is held, so the seqno itself is kept.
+    pub fn rollback_point(&self, seqno: u64) -> u64 {
+        if self.consistent_points.is_empty() {
+            // Nothing recorded: a stream from the beginning that completed
+            // no snapshot yet, or a position saved before points were kept;
+            // either way only 0 is known safe.
+            return 0;
+        }
+        match self.consistent_points.iter().rev().find(|&&p| p <= seqno) {
+            Some(&point) => point,
+            // Below the stream's origin ("from now"): nothing is held there.
+            None => seqno,
+        }
+    }
+
+    /// Records that the data up to `seqno` is a state the producer had.
+    fn note_consistent(&mut self, seqno: u64) {
+        if self.consistent_points.last().is_some_and(|&p| p >= seqno) {
+            return;
+        }
+        if seqno == 0 && self.consistent_points.is_empty() {
+            // The origin, implied while nothing else is recorded.
+            return;
+        }
+        if self.consistent_points.is_empty() {
+            // The implied origin (a stream from the beginning, or a history
+            // nothing is known of): 0 stays a safe cut.
+            self.consistent_points.push(0);
+        }
+        self.consistent_points.push(seqno);
+        if self.consistent_points.len() > Self::CONSISTENT_POINTS {
+            // The origin stays: below the newest points it is still a safe
+            // (if distant) cut.
+            self.consistent_points.remove(1);
+        }
     }
 }
 
@@ -218,17 +294,34 @@ struct Oso {
     max_seen: u64,
 }
 
+/// The latest snapshot marker of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    None,
+    /// Not adopted as the position's snapshot yet (it is with its first
+    /// seqno-bearing message).
+    Pending(u64, u64),
+    Adopted(u64, u64),
+}
+
+impl Marker {
+    fn bounds(self) -> Option<(u64, u64)> {
+        match self {
+            Marker::None => None,
+            Marker::Pending(start, end) | Marker::Adopted(start, end) => Some((start, end)),
+        }
+    }
+}
+
 /// Moves a [`StreamPosition`] as a stream's messages arrive, validating the
 /// producer's order on the way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamCursor {
     position: StreamPosition,
     /// The latest marker, which every following seqno must lie in.
-    marker: Option<(u64, u64)>,
-    /// Set when the latest marker has not been adopted as the position's
-    /// snapshot yet (adopted with its first seqno-bearing message).
-    pending: bool,
-    oso: Option<Oso>,
+    marker: Marker,
+    /// Boxed: rare, and every stream holds two cursors.
+    oso: Option<Box<Oso>>,
 }
 
 impl StreamCursor {
@@ -236,8 +329,7 @@ impl StreamCursor {
     pub fn new(position: StreamPosition) -> Self {
         Self {
             position,
-            marker: None,
-            pending: false,
+            marker: Marker::None,
             oso: None,
         }
     }
@@ -246,7 +338,7 @@ impl StreamCursor {
     /// held before it: its items are not a point to resume from.
     pub fn position(&self) -> StreamPosition {
         let mut position = self.position.clone();
-        if let Some(oso) = self.oso {
+        if let Some(oso) = &self.oso {
             position.last_seqno = oso.before;
         }
         position
@@ -254,12 +346,14 @@ impl StreamCursor {
 
     /// The last seqno received (inside OSO: the pre-OSO seqno).
     pub fn last_seqno(&self) -> u64 {
-        self.oso.map_or(self.position.last_seqno, |o| o.before)
+        self.oso
+            .as_ref()
+            .map_or(self.position.last_seqno, |o| o.before)
     }
 
     /// The latest marker's bounds.
     pub fn marker(&self) -> Option<(u64, u64)> {
-        self.marker
+        self.marker.bounds()
     }
 
     /// Whether an OSO snapshot is in progress.
@@ -283,11 +377,11 @@ impl StreamCursor {
         if self.oso.is_some() {
             return Err(Violation::UnbalancedOso);
         }
-        if end < last && self.marker.is_some() {
+        if end < last && self.marker != Marker::None {
             // A later marker must cover seqnos above what was received.
             return Err(Violation::MarkerBehind { start, end, last });
         }
-        self.marker = Some((start, end));
+        self.marker = Marker::Pending(start, end);
         if let Some(purge) = purge_seqno {
             self.position.purge_seqno = purge;
         }
@@ -295,16 +389,22 @@ impl StreamCursor {
         // snapshot: adopting it now keeps `snap_start <= start` true.
         if start <= last {
             self.adopt(start, end);
-        } else {
-            self.pending = true;
         }
         Ok(())
     }
 
     fn adopt(&mut self, start: u64, end: u64) {
+        // A marker past the previous snapshot's end completes it, whether
+        // or not its last seqnos were sent (filtered, not visible).
+        if self.position.snapshot_end < start
+            && self.position.last_seqno >= self.position.snapshot_start
+        {
+            let end = self.position.snapshot_end;
+            self.position.note_consistent(end);
+        }
         self.position.snapshot_start = start;
         self.position.snapshot_end = end;
-        self.pending = false;
+        self.marker = Marker::Adopted(start, end);
     }
 
     /// Records a seqno-bearing change (mutation, deletion, expiration,
@@ -322,7 +422,16 @@ impl StreamCursor {
         }
         self.check_in_snapshot(seqno, true)?;
         self.position.last_seqno = seqno;
+        self.note_if_complete();
         Ok(())
+    }
+
+    fn note_if_complete(&mut self) {
+        if matches!(self.marker, Marker::Adopted(..))
+            && self.position.last_seqno == self.position.snapshot_end
+        {
+            self.position.note_consistent(self.position.last_seqno);
+        }
     }
 
     /// Records SEQNO_ADVANCED: the stream moved to `seqno` through changes
@@ -334,6 +443,7 @@ impl StreamCursor {
         }
         self.check_in_snapshot(seqno, false)?;
         self.position.last_seqno = seqno.max(self.position.last_seqno);
+        self.note_if_complete();
         Ok(())
     }
 
@@ -351,13 +461,13 @@ impl StreamCursor {
         if !increasing {
             return Err(Violation::SeqnoNotIncreasing { last, seqno });
         }
-        let Some((start, end)) = self.marker else {
+        let Some((start, end)) = self.marker.bounds() else {
             return Err(Violation::NoSnapshot { seqno });
         };
         if seqno < start || seqno > end {
             return Err(Violation::OutsideSnapshot { seqno, start, end });
         }
-        if self.pending {
+        if matches!(self.marker, Marker::Pending(..)) {
             self.adopt(start, end);
         }
         Ok(())
@@ -369,10 +479,10 @@ impl StreamCursor {
             return Err(Violation::UnbalancedOso);
         }
         let before = self.position.last_seqno;
-        self.oso = Some(Oso {
+        self.oso = Some(Box::new(Oso {
             before,
             max_seen: before,
-        });
+        }));
         Ok(())
     }
 
@@ -383,7 +493,8 @@ impl StreamCursor {
         let x = oso.max_seen;
         self.position.last_seqno = x;
         self.adopt(x, x);
-        self.marker = Some((x, x));
+        self.position.note_consistent(x);
+        self.marker = Marker::Adopted(x, x);
         Ok(())
     }
 
@@ -394,11 +505,16 @@ impl StreamCursor {
         }
     }
 
+    /// Where to cut for a producer's rollback to `seqno`
+    /// ([`StreamPosition::rollback_point`]).
+    pub fn rollback_point(&self, seqno: u64) -> u64 {
+        self.position.rollback_point(seqno)
+    }
+
     /// Obeys a rollback to `seqno`.
     pub fn rollback(&mut self, seqno: u64) {
         self.position.rollback(seqno);
-        self.marker = None;
-        self.pending = false;
+        self.marker = Marker::None;
         self.oso = None;
     }
 }
@@ -503,6 +619,70 @@ mod tests {
             (12, 12, 12)
         );
         assert_eq!(c.on_oso_end(), Err(Violation::UnbalancedOso));
+    }
+
+    #[test]
+    fn rollbacks_cut_at_the_latest_consistent_point() {
+        let mut c = StreamCursor::new(StreamPosition::default());
+        // {0,10} complete; {11,12} complete (its item 11 deduplicated);
+        // {15,20} after a gap, received up to 17.
+        c.on_marker(0, 10, None).unwrap();
+        c.on_seqno(4).unwrap();
+        assert_eq!(c.rollback_point(4), 0, "inside the first snapshot");
+        c.on_seqno(10).unwrap();
+        c.on_marker(11, 12, None).unwrap();
+        c.on_seqno(12).unwrap();
+        c.on_marker(15, 20, None).unwrap();
+        c.on_seqno(17).unwrap();
+        assert_eq!(c.position().consistent_points, [0, 10, 12]);
+        assert_eq!(c.rollback_point(12), 12);
+        assert_eq!(c.rollback_point(11), 10, "11 may have been deduplicated");
+        assert_eq!(
+            c.rollback_point(14),
+            12,
+            "a gap can hide deduplicated items"
+        );
+        assert_eq!(c.rollback_point(16), 12, "inside the partial snapshot");
+        c.rollback(c.rollback_point(16));
+        assert_eq!(c.position().last_seqno, 12);
+        assert_eq!(c.position().consistent_points, [0, 10, 12]);
+
+        // A marker past the end completes a snapshot whose last items were
+        // not sent.
+        c.on_marker(13, 30, None).unwrap();
+        c.on_seqno(25).unwrap();
+        c.on_marker(31, 40, None).unwrap();
+        c.on_seqno(33).unwrap();
+        assert_eq!(c.rollback_point(32), 30);
+    }
+
+    #[test]
+    fn rollback_points_below_the_known_ones() {
+        // Started from now at 100: nothing is held below it.
+        let c = StreamCursor::new(StreamPosition::at(log(1), 100));
+        assert_eq!(c.rollback_point(90), 90);
+        // A position without points (an older checkpoint): only 0 is safe
+        // until the next marker shows its own snapshot complete.
+        let mut legacy = StreamPosition::at(log(1), 100);
+        legacy.consistent_points.clear();
+        let mut c = StreamCursor::new(legacy);
+        assert_eq!(c.rollback_point(90), 0);
+        c.on_marker(101, 110, None).unwrap();
+        c.on_seqno(110).unwrap();
+        assert_eq!((c.rollback_point(110), c.rollback_point(105)), (110, 100));
+        // Only the latest points are kept.
+        let mut c = StreamCursor::new(StreamPosition::default());
+        for i in 0..40u64 {
+            c.on_marker(i * 10 + 1, i * 10 + 10, None).unwrap();
+            c.on_seqno(i * 10 + 10).unwrap();
+        }
+        let p = c.position();
+        assert_eq!(p.consistent_points.len(), StreamPosition::CONSISTENT_POINTS);
+        assert_eq!(p.consistent_points[0], 0, "the origin stays");
+        assert_eq!((c.rollback_point(395), c.rollback_point(50)), (390, 0));
+        // Kept in the checkpoint.
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<StreamPosition>(&json).unwrap(), p);
     }
 
     #[test]

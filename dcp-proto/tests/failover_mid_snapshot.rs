@@ -140,8 +140,10 @@ fn branch_below_what_was_received_of_the_snapshot() {
     // Received up to ~150 of {101,200}; the branch at 120 is below it.
     let (rollback, world) = run(150);
     // §2.3: the snapshot {101,200} spans the branch (upper 120), so the
-    // producer answers with its start.
-    assert_eq!(rollback, 101);
+    // producer answers with its start, 101. Seqno 101 is inside the
+    // (deduplicated) snapshot, not a state the consumer held, so it cuts
+    // at 100, the end of the state before (§2.5).
+    assert_eq!(rollback, 100);
     assert_eq!(
         world.view.live(0),
         live_documents(world.link.node.bucket(), 0)
@@ -152,9 +154,67 @@ fn branch_below_what_was_received_of_the_snapshot() {
 fn branch_above_what_was_received_of_the_snapshot() {
     // Received up to ~105 of {101,200}: below the branch at 120, but the
     // snapshot reaches past it, so its items may have been deduplicated
-    // across the branch; the consumer goes back to the snapshot start.
+    // across the branch; the consumer goes back before the snapshot.
     let (rollback, world) = run(105);
-    assert_eq!(rollback, 101);
+    assert_eq!(rollback, 100);
+    assert_eq!(
+        world.view.live(0),
+        live_documents(world.link.node.bucket(), 0)
+    );
+}
+
+#[test]
+fn branch_inside_a_complete_deduplicated_snapshot() {
+    // Two versions of one key in one checkpoint: the consumer receives the
+    // snapshot {11,12} with only the version at 12. A replica that had
+    // completed a snapshot at 11 (it streamed before the second write) is
+    // promoted. The producer answers rollback 11, which the consumer never
+    // held as a state: cutting at 11 would drop k11@12 and never receive
+    // k11@11. It cuts at 10 and gets k11@11 again.
+    let bucket = BucketConfig::new(BUCKET)
+        .with_vbuckets(1)
+        .with_checkpoints(2, 4);
+    let mut world = World::new();
+    world.link = InMemory::new(config(1).with_bucket(bucket));
+    let set = |world: &mut World, key: &str, n: u64| {
+        let wall = world.link.node.wall_clock(world.link.now);
+        world
+            .link
+            .node
+            .bucket_mut()
+            .set(
+                key.as_bytes(),
+                format!("{{\"n\":{n}}}"),
+                WriteOptions::new(),
+                wall,
+            )
+            .unwrap();
+    };
+    for n in 1..=10 {
+        set(&mut world, &format!("k{}", n % 4), n);
+    }
+    set(&mut world, "k11", 11);
+    set(&mut world, "k11", 12);
+    let (mut consumer, conn) = world.connect();
+    consumer
+        .open_stream(0, StreamStart::Beginning, None)
+        .unwrap();
+    world.pump(&mut consumer, conn, u64::MAX);
+    assert!(world.markers.contains(&(11, 12)), "{:?}", world.markers);
+    let position = consumer.position(0).unwrap();
+    assert_eq!(position.last_seqno, 12);
+
+    world.link.node.failover_to(0, 11).unwrap();
+    world.pump(&mut consumer, conn, u64::MAX);
+    world.link.node.remove(conn);
+    set(&mut world, "k0", 13);
+
+    let (mut consumer, conn) = world.connect();
+    consumer
+        .open_stream(0, StreamStart::Position(position), None)
+        .unwrap();
+    world.pump(&mut consumer, conn, u64::MAX);
+    assert_eq!(world.view.rollbacks.last(), Some(&(0, 10)));
     assert_eq!(
         world.view.live(0),
         live_documents(world.link.node.bucket(), 0)

@@ -187,6 +187,14 @@ enum Op {
         lose: u8,
         cut: u16,
     },
+    /// The vbucket fails over to a lagging replica that holds everything
+    /// up to `lag` seqnos below the high seqno: the branch falls exactly
+    /// there, possibly inside a snapshot the consumer partly received.
+    FailoverToReplica {
+        vb: u8,
+        lag: u8,
+        cut: u16,
+    },
     /// Tombstones up to the high seqno are purged.
     Purge {
         vb: u8,
@@ -224,6 +232,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Save),
         1 => Just(Op::Restart),
         1 => (any::<u8>(), 0u8..12, any::<u16>()).prop_map(|(vb, lose, cut)| Op::Failover { vb, lose, cut }),
+        1 => (any::<u8>(), 0u8..12, any::<u16>()).prop_map(|(vb, lag, cut)| Op::FailoverToReplica { vb, lag, cut }),
         1 => any::<u8>().prop_map(|vb| Op::Purge { vb }),
         1 => (any::<u8>(), 0u8..3).prop_map(|(vb, state)| Op::SetState { vb, state }),
         2 => (any::<u8>(), any::<bool>()).prop_map(|(vb, bounded)| Op::Close { vb, bounded }),
@@ -651,6 +660,19 @@ impl Model {
                     self.node_closed(Some(cut));
                 }
             }
+            Op::FailoverToReplica { vb, lag, cut } => {
+                let vb = u16::from(vb) % self.vbuckets();
+                let high = self.node.bucket().vbucket(vb).unwrap().high_seqno();
+                self.node
+                    .failover_to(vb, high.saturating_sub(u64::from(lag)))
+                    .unwrap();
+                self.oracle
+                    .failover(self.node.bucket().vbucket(vb).unwrap());
+                count(|t| t.failovers += 1);
+                if self.node.is_closed(self.link.id) {
+                    self.node_closed(Some(cut));
+                }
+            }
             Op::Purge { vb } => {
                 let vb = u16::from(vb) % self.vbuckets();
                 let high = self.node.bucket().vbucket(vb).unwrap().high_seqno();
@@ -953,6 +975,10 @@ impl Model {
     }
 
     fn on_event(&mut self, event: Event) {
+        if std::env::var("DBG").is_ok() {
+            let s = format!("{event:?}");
+            eprintln!("EV {}", &s[..s.len().min(220)]);
+        }
         let credit = event.credit();
         match event {
             Event::Ready(_) => {}

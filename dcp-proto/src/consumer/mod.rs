@@ -792,6 +792,8 @@ impl Consumer {
                     });
                     return Ok(());
                 }
+                // Cut where this consumer's data was a real state (§2.5).
+                let seqno = state.received.rollback_point(seqno);
                 state.received.rollback(seqno);
                 self.events.push_back(Event::Rollback { vbucket, seqno });
                 if stream.close_when_open {

@@ -116,7 +116,7 @@ impl VbSlot {
         }
         let position = self.cursor.position();
         self.cursor = StreamCursor::new(position.clone());
-        if position == StreamPosition::default() {
+        if position.is_fresh() {
             StreamStart::Beginning
         } else {
             StreamStart::Position(position)
