@@ -216,3 +216,73 @@ fn read_ahead(mut socket: TcpStream, inbox: &Inbox) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A connected pair: (piped client side, its wake, the server side).
+    fn pair() -> (Piped, Wake, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let (piped, wake) = Piped::new(client).unwrap();
+        (piped, wake, server)
+    }
+
+    #[test]
+    fn a_read_blocked_without_deadline_returns_on_a_wake() {
+        let (mut piped, wake, _server) = pair();
+        let (done, read) = mpsc::channel();
+        let reader = thread::spawn(move || {
+            let mut buf = [0u8; 8];
+            let result = piped.read(&mut buf).map_err(|e| e.kind());
+            let woken = piped.take_wake();
+            done.send((result, woken)).unwrap();
+        });
+        wake.wake();
+        let (result, woken) = read.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(result, Err(io::ErrorKind::WouldBlock));
+        assert!(woken);
+        reader.join().unwrap();
+    }
+
+    #[test]
+    fn a_wake_given_before_the_read_is_kept_and_taken_once() {
+        let (mut piped, wake, _server) = pair();
+        wake.wake();
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            piped.read(&mut buf).map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock)
+        );
+        assert!(piped.take_wake());
+        assert!(!piped.take_wake());
+        // No wake, no bytes: the read's deadline ends it.
+        piped.set_read_timeout(Some(Duration::from_millis(1)));
+        assert_eq!(
+            piped.read(&mut buf).map_err(|e| e.kind()),
+            Err(io::ErrorKind::TimedOut)
+        );
+    }
+
+    #[test]
+    fn bytes_then_the_end_arrive_in_order() {
+        let (mut piped, _wake, mut server) = pair();
+        server.write_all(b"hello world").unwrap();
+        server.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        piped.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"hello world");
+        // Writes go straight to the socket.
+        piped.write_all(b"back").unwrap();
+        let mut back = [0u8; 4];
+        server.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"back");
+    }
+}

@@ -118,3 +118,113 @@ impl ServerSession {
         self.conn.send_close_notify();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use rustls::ClientConnection;
+
+    use super::*;
+
+    /// A server session and a client trusting its certificate.
+    fn pair() -> (ServerSession, ClientConnection) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let server_config =
+            crate::server_config_from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+                .unwrap();
+        let client_config = crate::client_config_from_pem(cert.pem().as_bytes()).unwrap();
+        let mut client =
+            ClientConnection::new(client_config, crate::server_name("localhost").unwrap()).unwrap();
+        client.set_buffer_limit(None);
+        (ServerSession::new(server_config).unwrap(), client)
+    }
+
+    /// Moves the client's records to the server; returns the plaintext.
+    fn client_to_server(client: &mut ClientConnection, server: &mut ServerSession) -> BytesMut {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        let mut plain = BytesMut::new();
+        assert!(!server.receive(&wire, &mut plain).unwrap());
+        plain
+    }
+
+    /// Moves the server's records (after sealing `plain`) to the client;
+    /// returns the plaintext the client reads.
+    fn server_to_client(
+        server: &mut ServerSession,
+        client: &mut ClientConnection,
+        plain: &[u8],
+    ) -> Vec<u8> {
+        let mut buf = BytesMut::from(plain);
+        server.seal(&mut buf).unwrap();
+        let mut wire = &buf[..];
+        let mut got = Vec::new();
+        while !wire.is_empty() {
+            client.read_tls(&mut wire).unwrap();
+            client.process_new_packets().unwrap();
+            let mut chunk = [0u8; 4096];
+            loop {
+                match client.reader().read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(err) => panic!("{err}"),
+                }
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn a_handshake_and_data_both_ways_through_byte_buffers() {
+        let (mut server, mut client) = pair();
+        assert!(server.is_handshaking());
+        // Plaintext the server produces during the handshake waits for it.
+        while client.is_handshaking() {
+            client_to_server(&mut client, &mut server);
+            server_to_client(&mut server, &mut client, b"");
+        }
+        // The client's finished message completes the server's side.
+        client_to_server(&mut client, &mut server);
+        assert!(!server.is_handshaking());
+
+        // Large enough to span several records both ways.
+        let request: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        client.writer().write_all(&request).unwrap();
+        let got = client_to_server(&mut client, &mut server);
+        assert_eq!(&got[..], &request[..]);
+
+        let response: Vec<u8> = (0..70_000u32).map(|i| (i % 13) as u8).collect();
+        let back = server_to_client(&mut server, &mut client, &response);
+        assert_eq!(back, response);
+
+        // A close_notify ends the session from either side.
+        client.send_close_notify();
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        assert!(server.receive(&wire, &mut BytesMut::new()).unwrap());
+        server.close();
+        assert!(server.wants_write());
+    }
+
+    #[test]
+    fn plaintext_instead_of_a_hello_is_an_error_with_an_alert_to_send() {
+        let (mut server, _client) = pair();
+        let err = server
+            .receive(b"\x80\x1f\x00\x00 not TLS at all", &mut BytesMut::new())
+            .unwrap_err();
+        assert!(crate::rustls_error(&err).is_some(), "{err:?}");
+        let mut alert = BytesMut::new();
+        server.seal(&mut alert).unwrap();
+        assert!(!alert.is_empty());
+    }
+}

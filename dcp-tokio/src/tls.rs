@@ -26,6 +26,17 @@ impl From<dcp_tls::ConfigError> for Error {
     }
 }
 
+impl Error {
+    /// The rustls error behind a failed TLS handshake, if TLS refused the
+    /// peer (rather than the socket failing).
+    pub fn rustls_error(&self) -> Option<&rustls::Error> {
+        match self {
+            Error::Tls { source, .. } => dcp_tls::rustls_error(source),
+            _ => None,
+        }
+    }
+}
+
 /// A client configuration trusting the CA certificates of a PEM document
 /// (and only those).
 ///
