@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use async_channel::{Receiver, Sender};
 use async_io::Timer;
 use dcp_proto::cluster::{
-    Action, ClusterOrchestrator, ConnectionString, NodeAddress, OrchestratorConfig, StreamFailure,
+    Action, ClusterOrchestrator, ConnectionString, KvNode, NodeAddress, OrchestratorConfig,
+    StreamFailure,
 };
 use dcp_proto::consumer::{ConsumerConfig, Event, StreamStart};
 use dcp_proto::session::{Checkpoint, StreamPosition};
+use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::future;
 
 use crate::{Connection, Error, Task};
@@ -97,6 +99,34 @@ pub struct ClusterConnection {
     spawn: Spawn,
     timer: Timer,
     timer_at: Option<Instant>,
+    dial: Dial,
+}
+
+/// How node connections are made: plain TCP, or TLS with a client
+/// configuration (to the nodes' `kvSSL` ports).
+#[derive(Clone, Default)]
+struct Dial {
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Dial {
+    fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        return false;
+    }
+
+    /// Where to reach a data node: its `kvSSL` address over TLS (none if
+    /// the config lists no TLS port: never plaintext instead).
+    fn target(&self, kv: &KvNode) -> Option<NodeAddress> {
+        if self.is_tls() {
+            kv.tls_address()
+        } else {
+            Some(kv.address.clone())
+        }
+    }
 }
 
 impl std::fmt::Debug for ClusterConnection {
@@ -125,20 +155,79 @@ impl ClusterConnection {
         .await
     }
 
+    /// Bootstraps over TLS (see [`connect_tls_with`](Self::connect_tls_with)),
+    /// spawning node tasks with `async_std::task::spawn`.
+    #[cfg(all(feature = "async-std", feature = "tls"))]
+    pub async fn connect_tls(
+        connection_string: &str,
+        tls: Arc<rustls::ClientConfig>,
+        config: ConsumerConfig,
+        settings: OrchestratorConfig,
+        checkpoint: Checkpoint,
+    ) -> Result<Self, Error> {
+        let spawn = |task| {
+            async_std::task::spawn(task);
+        };
+        Self::connect_tls_with(connection_string, tls, config, settings, checkpoint, spawn).await
+    }
+
+    /// Bootstraps as [`connect_with`](Self::connect_with) does, over TLS
+    /// with `tls`: to the seeds (their ports are TLS ports: 11207 by
+    /// default with `couchbases://`), then to every data node's `kvSSL`
+    /// port from the bucket config, each certificate verified for the
+    /// node's host name as the config lists it. A node the config lists
+    /// without a `kvSSL` port is not connected to (never plaintext
+    /// instead); the orchestrator retries it after its next config.
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls_with(
+        connection_string: &str,
+        tls: Arc<rustls::ClientConfig>,
+        config: ConsumerConfig,
+        settings: OrchestratorConfig,
+        checkpoint: Checkpoint,
+        spawn: impl Fn(Task) + Send + Sync + 'static,
+    ) -> Result<Self, Error> {
+        let dial = Dial { tls: Some(tls) };
+        Self::connect_via(connection_string, dial, config, settings, checkpoint, spawn).await
+    }
+
     /// Bootstraps from the seeds of `connection_string` (its bucket, if
     /// named, replaces `config.bucket`): fetches the bucket config from the
     /// first seed that answers, then connects to the data nodes (one task
     /// each, spawned with `spawn`, e.g. `|t| smol::spawn(t).detach()`) and
     /// opens the selected vbuckets from `checkpoint` (or as `settings`
     /// says).
+    ///
+    /// A `couchbases://` string needs a TLS client configuration: use
+    /// [`connect_tls_with`](Self::connect_tls_with) (here it is
+    /// [`Error::TlsConfig`]).
     pub async fn connect_with(
         connection_string: &str,
+        config: ConsumerConfig,
+        settings: OrchestratorConfig,
+        checkpoint: Checkpoint,
+        spawn: impl Fn(Task) + Send + Sync + 'static,
+    ) -> Result<Self, Error> {
+        let dial = Dial::default();
+        Self::connect_via(connection_string, dial, config, settings, checkpoint, spawn).await
+    }
+
+    /// Bootstraps with node connections made by `dial`.
+    async fn connect_via(
+        connection_string: &str,
+        dial: Dial,
         mut config: ConsumerConfig,
         settings: OrchestratorConfig,
         checkpoint: Checkpoint,
         spawn: impl Fn(Task) + Send + Sync + 'static,
     ) -> Result<Self, Error> {
         let parsed = ConnectionString::parse(connection_string)?;
+        if parsed.tls && !dial.is_tls() {
+            return Err(Error::TlsConfig(
+                "couchbases:// needs a TLS client configuration (ClusterConnection::connect_tls)"
+                    .to_owned(),
+            ));
+        }
         if let Some(bucket) = parsed.bucket {
             config.bucket = bucket;
         }
@@ -158,10 +247,11 @@ impl ClusterConnection {
             spawn: Arc::new(spawn),
             timer: Timer::never(),
             timer_at: None,
+            dial,
         };
         let mut last_err = Error::NoConfig;
         for (host, port) in this.seeds.clone() {
-            match fetch_config(&host, port, &this.config).await {
+            match fetch_config(&this.dial, &host, port, &this.config).await {
                 Ok(json) => match this
                     .orchestrator
                     .handle_config(&json, &host, Instant::now())
@@ -312,6 +402,8 @@ impl ClusterConnection {
                     let (commands, rx) = async_channel::unbounded();
                     (self.spawn)(Box::pin(node_task(
                         kv.address.clone(),
+                        self.dial.target(&kv),
+                        self.dial.clone(),
                         self.generation,
                         self.config.clone(),
                         rx,
@@ -375,10 +467,11 @@ impl ClusterConnection {
         let seeds = self.seeds.clone();
         let config = self.config.clone();
         let sender = self.sender.clone();
+        let dial = self.dial.clone();
         (self.spawn)(Box::pin(async move {
             let _running = running;
             for (host, port) in seeds {
-                if let Ok(json) = fetch_config(&host, port, &config).await {
+                if let Ok(json) = fetch_config(&dial, &host, port, &config).await {
                     let event = Event::ClusterConfig {
                         status: dcp_proto::codec::Status::Success,
                         config: json.into(),
@@ -397,12 +490,32 @@ impl ClusterConnection {
     }
 }
 
-/// Connects to one node, asks for the bucket config and returns it.
-async fn fetch_config(host: &str, port: u16, config: &ConsumerConfig) -> Result<Vec<u8>, Error> {
+/// Connects to one node (over TLS if `dial` says so, verifying `host`),
+/// asks for the bucket config and returns it.
+async fn fetch_config(
+    dial: &Dial,
+    host: &str,
+    port: u16,
+    config: &ConsumerConfig,
+) -> Result<Vec<u8>, Error> {
     let mut config = config.clone();
     config.connection_name = format!("{}/config", config.connection_name);
     let timeout = config.handshake_timeout.max(Duration::from_secs(1));
-    let mut conn = Connection::connect((host, port), config).await?;
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &dial.tls {
+        let conn = Connection::connect_tls((host, port), host, Arc::clone(tls), config).await?;
+        return config_from(conn, timeout).await;
+    }
+    let _ = dial;
+    let conn = Connection::connect((host, port), config).await?;
+    config_from(conn, timeout).await
+}
+
+/// Asks a connected node for the bucket config, within `timeout`.
+async fn config_from<S: AsyncRead + AsyncWrite + Unpin>(
+    mut conn: Connection<S>,
+    timeout: Duration,
+) -> Result<Vec<u8>, Error> {
     conn.consumer_mut().request_cluster_config()?;
     let wait = async {
         while let Some(event) = conn.next_event().await? {
@@ -430,86 +543,140 @@ enum Woke {
     Event(Result<Option<Event>, Error>),
 }
 
-/// Owns one node's connection: carries out commands, reports events.
+/// Owns one node's connection (made by `dial` to `target`; none: no
+/// address to reach it at): carries out commands, reports events.
 async fn node_task(
     node: NodeAddress,
+    target: Option<NodeAddress>,
+    dial: Dial,
     generation: u64,
     config: ConsumerConfig,
     commands: Receiver<Command>,
     reports: Sender<Report>,
 ) {
-    let report = |what| Report {
+    let link = NodeLink {
         node: node.clone(),
         generation,
-        what,
+        commands,
+        reports,
     };
-    let connected = future::or(
-        async { Some(Connection::connect((node.host(), node.port()), config).await) },
-        async {
+    let Some(target) = target else {
+        // No kvSSL port for a TLS connection: lost until a config has one.
+        let _ = link.reports.send(link.report(Reported::Lost)).await;
+        return;
+    };
+    let (host, port) = (target.host(), target.port());
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &dial.tls {
+        let connect = Connection::connect_tls((host, port), host, Arc::clone(tls), config);
+        return link.run(connect).await;
+    }
+    let _ = dial;
+    link.run(Connection::connect((host, port), config)).await;
+}
+
+/// A node task's channels.
+struct NodeLink {
+    node: NodeAddress,
+    generation: u64,
+    commands: Receiver<Command>,
+    reports: Sender<Report>,
+}
+
+impl NodeLink {
+    fn report(&self, what: Reported) -> Report {
+        Report {
+            node: self.node.clone(),
+            generation: self.generation,
+            what,
+        }
+    }
+
+    /// Connects with `connect`, then carries out commands and reports
+    /// events until the connection ends or the owner hangs up.
+    async fn run<S, F>(self, connect: F)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        F: std::future::Future<Output = Result<Connection<S>, Error>>,
+    {
+        let commands = &self.commands;
+        let reports = &self.reports;
+        let report = |what| self.report(what);
+        let connected = future::or(async { Some(connect.await) }, async {
             // Hung up while connecting: give up at once.
             while commands.recv().await.is_ok() {}
             None
-        },
-    )
-    .await;
-    let mut conn = match connected {
-        Some(Ok(conn)) => conn,
-        Some(Err(_)) => {
-            let _ = reports.send(report(Reported::Lost)).await;
-            return;
-        }
-        None => return,
-    };
-    if reports.send(report(Reported::Connected)).await.is_err() {
-        return;
-    }
-    loop {
-        let woke = future::or(async { Woke::Command(commands.recv().await.ok()) }, async {
-            Woke::Event(conn.next_event().await)
         })
         .await;
-        match woke {
-            Woke::Command(None) => {
-                conn.close().await;
+        let mut conn = match connected {
+            Some(Ok(conn)) => conn,
+            Some(Err(_)) => {
+                let _ = reports.send(report(Reported::Lost)).await;
                 return;
             }
-            Woke::Command(Some(command)) => {
-                let ok = match command {
-                    Command::Open {
-                        vbucket,
-                        start,
-                        end,
-                    } => conn.open_stream(vbucket, start, end).is_ok(),
-                    // Already ended is fine: its end event is on its way.
-                    Command::Close(vbucket) => {
-                        let _ = conn.close_stream(vbucket);
-                        true
+            None => return,
+        };
+        if reports.send(report(Reported::Connected)).await.is_err() {
+            return;
+        }
+        Self::serve(&mut conn, commands, reports, report).await;
+    }
+
+    /// The loop of a connected node task.
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+        conn: &mut Connection<S>,
+        commands: &Receiver<Command>,
+        reports: &Sender<Report>,
+        report: impl Fn(Reported) -> Report,
+    ) {
+        loop {
+            let woke = future::or(async { Woke::Command(commands.recv().await.ok()) }, async {
+                Woke::Event(conn.next_event().await)
+            })
+            .await;
+            match woke {
+                Woke::Command(None) => {
+                    conn.close().await;
+                    return;
+                }
+                Woke::Command(Some(command)) => {
+                    let ok = match command {
+                        Command::Open {
+                            vbucket,
+                            start,
+                            end,
+                        } => conn.open_stream(vbucket, start, end).is_ok(),
+                        // Already ended is fine: its end event is on its way.
+                        Command::Close(vbucket) => {
+                            let _ = conn.close_stream(vbucket);
+                            true
+                        }
+                        Command::RefreshConfig => {
+                            let _ = conn.consumer_mut().request_cluster_config();
+                            true
+                        }
+                    };
+                    if !ok {
+                        let _ = reports.send(report(Reported::Lost)).await;
+                        return;
                     }
-                    Command::RefreshConfig => {
-                        let _ = conn.consumer_mut().request_cluster_config();
-                        true
+                }
+                Woke::Event(Ok(Some(event))) => {
+                    let position = match &event {
+                        Event::StreamOpened { vbucket, .. } => conn.consumer().position(*vbucket),
+                        _ => None,
+                    };
+                    let sent = reports
+                        .send(report(Reported::Event(Box::new(event), position)))
+                        .await;
+                    if sent.is_err() {
+                        return;
                     }
-                };
-                if !ok {
+                }
+                Woke::Event(Ok(None) | Err(_)) => {
                     let _ = reports.send(report(Reported::Lost)).await;
                     return;
                 }
-            }
-            Woke::Event(Ok(Some(event))) => {
-                let position = match &event {
-                    Event::StreamOpened { vbucket, .. } => conn.consumer().position(*vbucket),
-                    _ => None,
-                };
-                let sent = reports
-                    .send(report(Reported::Event(Box::new(event), position)))
-                    .await;
-                if sent.is_err() {
-                    return;
-                }
-            }
-            Woke::Event(Ok(None) | Err(_)) => {
-                let _ = reports.send(report(Reported::Lost)).await;
-                return;
             }
         }
     }

@@ -28,6 +28,7 @@ use dcp_proto::producer::{ConnectionId, LocalCluster, NodeConfig, NodeId};
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::future;
 
+use crate::server_tls::{self, Session, TLS_ACCEPT_TIMEOUT};
 use crate::{Error, Task};
 
 /// Bytes read from a socket at a time.
@@ -65,6 +66,8 @@ struct State {
     tasks: usize,
     /// [`ClusterServer::shutdown`] waiting for the tasks.
     idle_waker: Option<Waker>,
+    /// Connections accepted from now on speak TLS with this.
+    tls: Option<server_tls::Config>,
 }
 
 /// What other tasks know of one connection.
@@ -222,6 +225,7 @@ impl ClusterServer {
                 accept_wakers: HashMap::new(),
                 tasks: 0,
                 idle_waker: None,
+                tls: None,
             }),
             host: if addr.ip().is_unspecified() {
                 IpAddr::from([127, 0, 0, 1])
@@ -242,6 +246,26 @@ impl ClusterServer {
     /// The nodes' addresses, in node order.
     pub fn node_addrs(&self) -> Vec<SocketAddr> {
         self.handle.node_addrs()
+    }
+
+    /// Serves TLS only on every node's port (nodes added later too), with
+    /// `config` (see
+    /// [`tls::server_config_from_pem`](crate::tls::server_config_from_pem)),
+    /// to every connection accepted from now on: call it right after
+    /// binding. A client that does not complete the TLS handshake within
+    /// [`TLS_ACCEPT_TIMEOUT`](crate::TLS_ACCEPT_TIMEOUT) is dropped. The
+    /// bucket config lists every node's port as its `kvSSL` port too, so a
+    /// [`ClusterConnection::connect_tls`](crate::ClusterConnection::connect_tls)
+    /// (`couchbases://`) finds the nodes.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(self, config: Arc<rustls::ServerConfig>) -> ClusterServer {
+        {
+            let mut state = self.handle.shared.lock();
+            state.tls = Some(config);
+            state.cluster.set_kv_tls(true);
+            state.dispatch_wakeups();
+        }
+        self
     }
 
     /// A handle for other tasks.
@@ -346,7 +370,8 @@ impl ClusterServerHandle {
         })
     }
 
-    /// `couchbase://host:port,host:port/bucket` over the member nodes.
+    /// `couchbase://host:port,host:port/bucket` over the member nodes
+    /// (`couchbases://` when the cluster serves TLS).
     pub fn connection_string(&self) -> String {
         let host = self.shared.host;
         self.with_cluster(|cluster| {
@@ -360,7 +385,12 @@ impl ClusterServerHandle {
                 .node(NodeId(0))
                 .map(|n| n.bucket().name().to_owned())
                 .unwrap_or_default();
-            format!("couchbase://{}/{bucket}", seeds.join(","))
+            let scheme = if cluster.kv_tls() {
+                "couchbases"
+            } else {
+                "couchbase"
+            };
+            format!("{scheme}://{}/{bucket}", seeds.join(","))
         })
     }
 
@@ -466,7 +496,7 @@ async fn accept_loop(shared: Arc<Shared>, node: NodeId, listener: TcpListener) {
             Some(Err(_)) => {}
             Some(Ok((stream, _))) => {
                 let _ = stream.set_nodelay(true);
-                let key = {
+                let (key, tls) = {
                     let mut state = shared.lock();
                     if state.shutdown {
                         break;
@@ -475,6 +505,9 @@ async fn accept_loop(shared: Arc<Shared>, node: NodeId, listener: TcpListener) {
                     if !state.cluster.is_running(node) {
                         continue;
                     }
+                    let Ok(tls) = state.tls.as_ref().map(Session::new).transpose() else {
+                        continue;
+                    };
                     let Some(n) = state.cluster.node_mut(node) else {
                         continue;
                     };
@@ -487,9 +520,9 @@ async fn accept_loop(shared: Arc<Shared>, node: NodeId, listener: TcpListener) {
                         },
                     );
                     state.tasks += 1;
-                    key
+                    (key, tls)
                 };
-                let task = serve(Arc::clone(&shared), key, stream);
+                let task = serve(Arc::clone(&shared), key, stream, tls);
                 (shared.spawn)(Box::pin(task));
             }
         }
@@ -498,11 +531,14 @@ async fn accept_loop(shared: Arc<Shared>, node: NodeId, listener: TcpListener) {
 }
 
 /// One connection's task.
-async fn serve(shared: Arc<Shared>, key: Key, stream: TcpStream) {
+async fn serve(shared: Arc<Shared>, key: Key, stream: TcpStream, tls: Option<Session>) {
     let mut served = Served {
         shared: &shared,
         key,
         stream: stream.clone(),
+        tls,
+        raw: BytesMut::new(),
+        handshake_deadline: Instant::now() + TLS_ACCEPT_TIMEOUT,
         rx: BytesMut::new(),
         rx_stalled: false,
         tx: BytesMut::new(),
@@ -527,7 +563,13 @@ struct Served<'a> {
     shared: &'a Shared,
     key: Key,
     stream: TcpStream,
-    /// Received bytes not taken by the node yet.
+    /// The TLS session, on a TLS cluster.
+    tls: Option<Session>,
+    /// Bytes read and not decrypted yet (TLS only).
+    raw: BytesMut,
+    /// A TLS client must finish its handshake by then.
+    handshake_deadline: Instant,
+    /// Received bytes not taken by the node yet (plaintext).
     rx: BytesMut,
     /// `rx` was not empty after the last feed: nothing more is read until
     /// a feed after the next drain makes no progress.
@@ -562,6 +604,13 @@ impl Served<'_> {
             let mut progress = false;
             if self.tx.is_empty() {
                 n.poll_transmit(id, &mut self.tx, WRITE_CHUNK);
+                if let Some(session) = &mut self.tls {
+                    // The node's output encrypted, after the handshake's
+                    // records.
+                    if session.seal(&mut self.tx).is_err() {
+                        return Poll::Ready(());
+                    }
+                }
                 if self.rx_stalled {
                     let before = self.rx.len();
                     let _ = n.handle_input(id, &mut self.rx, now);
@@ -571,8 +620,16 @@ impl Served<'_> {
                     progress = true;
                 }
             }
+            let handshaking = self.tls.as_ref().is_some_and(Session::is_handshaking);
+            if handshaking && self.handshake_deadline <= now {
+                return Poll::Ready(());
+            }
             let closed = n.is_closed(id);
-            let deadline = n.poll_timeout(id);
+            let deadline = match n.poll_timeout(id) {
+                Some(at) if handshaking => Some(at.min(self.handshake_deadline)),
+                None if handshaking => Some(self.handshake_deadline),
+                other => other,
+            };
             state.dispatch_wakeups();
             drop(state);
 
@@ -624,18 +681,35 @@ impl Served<'_> {
     /// at the end of the stream.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         let (node, id) = self.key;
-        let len = self.rx.len();
-        self.rx.resize(len + READ_CHUNK, 0);
+        // Over TLS the bytes read are records, decrypted into `rx` below.
+        let target = if self.tls.is_some() {
+            &mut self.raw
+        } else {
+            &mut self.rx
+        };
+        let len = target.len();
+        target.resize(len + READ_CHUNK, 0);
         let polled =
-            Pin::new(&mut self.stream).poll_read(cx, self.rx.get_mut(len..).unwrap_or_default());
+            Pin::new(&mut self.stream).poll_read(cx, target.get_mut(len..).unwrap_or_default());
         let n = match &polled {
             Poll::Ready(Ok(n)) => *n,
             _ => 0,
         };
-        self.rx.truncate(len + n);
+        target.truncate(len + n);
         match polled {
             Poll::Ready(Ok(0)) => Poll::Ready(Ok(false)),
             Poll::Ready(Ok(_)) => {
+                if let Some(session) = &mut self.tls {
+                    // Not TLS, or TLS refused: the connection ends.
+                    let peer_closed = match session.receive(&self.raw, &mut self.rx) {
+                        Ok(closed) => closed,
+                        Err(err) => return Poll::Ready(Err(err)),
+                    };
+                    self.raw.clear();
+                    if peer_closed {
+                        return Poll::Ready(Ok(false));
+                    }
+                }
                 let mut state = self.shared.lock();
                 if let Some(n) = state.cluster.node_mut(node) {
                     // An error closes the connection: the loop sends what

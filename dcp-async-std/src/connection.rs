@@ -68,6 +68,64 @@ impl Connection<TcpStream> {
     }
 }
 
+/// The stream of a TLS connection: futures-rustls over TCP.
+#[cfg(feature = "tls")]
+pub type TlsStream = futures_rustls::client::TlsStream<TcpStream>;
+
+#[cfg(feature = "tls")]
+impl Connection<TlsStream> {
+    /// Connects to `addr` over TLS, verifying the server's certificate for
+    /// `server_name` (a DNS name or an IP address) with `tls`, then runs
+    /// the handshake as [`connect`](Connection::connect) does.
+    ///
+    /// Over TLS the password may travel in the clear inside the encrypted
+    /// channel, so SASL `PLAIN` is added (last) to `config.mechanisms` if
+    /// missing, as Couchbase's own clients do.
+    ///
+    /// The TCP connect, the TLS handshake and the DCP handshake each must
+    /// finish within `config.handshake_timeout`. Errors as for `connect`,
+    /// plus [`Error::Tls`] (the certificate was refused, or the peer does
+    /// not speak TLS; [`Error::rustls_error`] says why TLS refused),
+    /// [`Error::TlsTimeout`] and [`Error::TlsConfig`] (a bad server name).
+    pub async fn connect_tls(
+        addr: impl AsyncToSocketAddrs,
+        server_name: &str,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+        mut config: ConsumerConfig,
+    ) -> Result<Self, Error> {
+        use dcp_proto::auth::Mechanism;
+        let name = crate::tls::server_name(server_name)?;
+        let limit = config.handshake_timeout;
+        let tcp = future::or(TcpStream::connect(addr), async {
+            Timer::after(limit).await;
+            Err(io::ErrorKind::TimedOut.into())
+        })
+        .await?;
+        tcp.set_nodelay(true)?;
+        let peer = tcp.peer_addr()?.to_string();
+        let connector = futures_rustls::TlsConnector::from(tls);
+        let stream = future::or(async { Some(connector.connect(name, tcp).await) }, async {
+            Timer::after(limit).await;
+            None
+        })
+        .await;
+        let stream = match stream {
+            Some(Ok(stream)) => stream,
+            Some(Err(source)) => return Err(Error::Tls { addr: peer, source }),
+            None => {
+                return Err(Error::TlsTimeout {
+                    addr: peer,
+                    timeout: limit,
+                });
+            }
+        };
+        if !config.mechanisms.contains(&Mechanism::Plain) {
+            config.mechanisms.push(Mechanism::Plain);
+        }
+        Self::handshake(stream, config).await
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Runs the handshake on a connected stream and returns once the
     /// connection is ready for streams.

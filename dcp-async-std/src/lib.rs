@@ -25,6 +25,12 @@
 //!   bucket) on N consecutive ports, with a [`ClusterServerHandle`] to
 //!   write, rebalance, fail over, add and remove nodes.
 //!
+//! - [`tls`] (feature `tls`, on by default): TLS with rustls (the `ring`
+//!   provider) on the futures-io traits (futures-rustls):
+//!   [`Connection::connect_tls`], [`Server::with_tls`],
+//!   [`ClusterServer::with_tls`], `couchbases://` cluster connections, and
+//!   client and server configurations from PEM.
+//!
 //! The adapter holds no protocol logic: handshake, flow control, noops,
 //! dead-connection detection, rollbacks and checkpoints all live in the
 //! core.
@@ -81,6 +87,9 @@ mod cluster_server;
 mod connection;
 mod error;
 mod server;
+mod server_tls;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use cluster_connection::ClusterConnection;
 pub use cluster_server::{ClusterServer, ClusterServerHandle};
@@ -88,5 +97,11 @@ pub use connection::Connection;
 pub use error::Error;
 pub use server::{ConnectionEnd, EndReason, Server, ServerHandle, Task};
 
+#[cfg(feature = "tls")]
+pub use connection::TlsStream;
 pub use dcp_proto;
 pub use dcp_proto::producer::Node;
+#[cfg(feature = "tls")]
+pub use rustls;
+#[cfg(feature = "tls")]
+pub use server_tls::TLS_ACCEPT_TIMEOUT;

@@ -7,6 +7,11 @@
 //! timers. Whoever changes the node hands the node's
 //! [`take_wakeups`](Node::take_wakeups) to the tasks concerned through
 //! their wakers.
+//!
+//! With TLS ([`Server::with_tls`]) each task also owns its connection's TLS
+//! session: it decrypts what it reads before feeding the node and
+//! encrypts the node's output (and the handshake's own records) before
+//! writing it, on the same socket loop.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -26,6 +31,7 @@ use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::future;
 
 use crate::Error;
+use crate::server_tls::{self, Session, TLS_ACCEPT_TIMEOUT};
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -105,6 +111,8 @@ struct State {
     tasks: usize,
     /// [`Server::shutdown`] waiting for the tasks.
     idle_waker: Option<Waker>,
+    /// Connections accepted from now on speak TLS with this.
+    tls: Option<server_tls::Config>,
 }
 
 /// What other tasks know of one connection.
@@ -151,6 +159,7 @@ impl Server {
                 accept_waker: None,
                 tasks: 1,
                 idle_waker: None,
+                tls: None,
             }),
             local_addr,
             spawn: Box::new(spawn),
@@ -164,6 +173,19 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.local_addr()
+    }
+
+    /// Serves TLS only, with `config` (its certificate chain and key; see
+    /// [`tls::server_config_from_pem`](crate::tls::server_config_from_pem)),
+    /// to every connection accepted from now on: call it right after
+    /// [`bind`](Self::bind), before handing the address out. A client that
+    /// does not complete the TLS handshake within
+    /// [`TLS_ACCEPT_TIMEOUT`](crate::TLS_ACCEPT_TIMEOUT) is dropped; one
+    /// that does not speak TLS is dropped at its first bytes.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(self, config: Arc<rustls::ServerConfig>) -> Server {
+        self.handle.shared.lock().tls = Some(config);
+        self
     }
 
     /// A handle for other tasks.
@@ -323,11 +345,14 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             Some(Err(_)) => {}
             Some(Ok((stream, peer))) => {
                 let _ = stream.set_nodelay(true);
-                let id = {
+                let (id, tls) = {
                     let mut state = shared.lock();
                     if state.shutdown {
                         break;
                     }
+                    let Ok(tls) = state.tls.as_ref().map(Session::new).transpose() else {
+                        continue;
+                    };
                     let id = state.node.accept(Instant::now());
                     state.conns.insert(
                         id,
@@ -337,9 +362,9 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                         },
                     );
                     state.tasks += 1;
-                    id
+                    (id, tls)
                 };
-                let task = serve(Arc::clone(&shared), id, stream, peer);
+                let task = serve(Arc::clone(&shared), id, stream, tls, peer);
                 (shared.spawn)(Box::pin(task));
             }
         }
@@ -348,11 +373,20 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 /// One connection's task.
-async fn serve(shared: Arc<Shared>, id: ConnectionId, stream: TcpStream, peer: SocketAddr) {
+async fn serve(
+    shared: Arc<Shared>,
+    id: ConnectionId,
+    stream: TcpStream,
+    tls: Option<Session>,
+    peer: SocketAddr,
+) {
     let mut served = Served {
         shared: &shared,
         id,
         stream: stream.clone(),
+        tls,
+        raw: BytesMut::new(),
+        handshake_deadline: Instant::now() + TLS_ACCEPT_TIMEOUT,
         rx: BytesMut::new(),
         rx_stalled: false,
         tx: BytesMut::new(),
@@ -382,7 +416,13 @@ struct Served<'a> {
     shared: &'a Shared,
     id: ConnectionId,
     stream: TcpStream,
-    /// Received bytes not taken by the node yet.
+    /// The TLS session, on a TLS server.
+    tls: Option<Session>,
+    /// Bytes read and not decrypted yet (TLS only).
+    raw: BytesMut,
+    /// A TLS client must finish its handshake by then.
+    handshake_deadline: Instant,
+    /// Received bytes not taken by the node yet (plaintext).
     rx: BytesMut,
     /// `rx` was not empty after the last feed: the node may have stopped
     /// early (too many responses waiting). Nothing more is read until a
@@ -418,6 +458,13 @@ impl Served<'_> {
             let mut progress = false;
             if self.tx.is_empty() {
                 node.poll_transmit(id, &mut self.tx, WRITE_CHUNK);
+                if let Some(session) = &mut self.tls {
+                    // The node's output encrypted, after the handshake's
+                    // records.
+                    if let Err(err) = session.seal(&mut self.tx) {
+                        return Poll::Ready(EndReason::Io(err));
+                    }
+                }
                 if self.rx_stalled {
                     // The responses are drained: the node may take more.
                     let before = self.rx.len();
@@ -428,8 +475,22 @@ impl Served<'_> {
                     progress = true;
                 }
             }
+            let mut handshaking = false;
+            if let Some(session) = &mut self.tls {
+                handshaking = session.is_handshaking();
+                if handshaking && self.handshake_deadline <= now {
+                    return Poll::Ready(EndReason::Io(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no TLS handshake in time",
+                    )));
+                }
+            }
             let closed = node.is_closed(id).then(|| node.close_reason(id).cloned());
-            let deadline = node.poll_timeout(id);
+            let deadline = match node.poll_timeout(id) {
+                Some(at) if handshaking => Some(at.min(self.handshake_deadline)),
+                None if handshaking => Some(self.handshake_deadline),
+                other => other,
+            };
             state.dispatch_wakeups();
             drop(state);
 
@@ -486,18 +547,33 @@ impl Served<'_> {
     /// Reads once and feeds the node: `Ok(true)` after bytes, `Ok(false)`
     /// at the end of the stream.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        let len = self.rx.len();
-        self.rx.resize(len + READ_CHUNK, 0);
+        // Over TLS the bytes read are records, decrypted into `rx` below.
+        let target = if self.tls.is_some() {
+            &mut self.raw
+        } else {
+            &mut self.rx
+        };
+        let len = target.len();
+        target.resize(len + READ_CHUNK, 0);
         let polled =
-            Pin::new(&mut self.stream).poll_read(cx, self.rx.get_mut(len..).unwrap_or_default());
+            Pin::new(&mut self.stream).poll_read(cx, target.get_mut(len..).unwrap_or_default());
         let n = match &polled {
             Poll::Ready(Ok(n)) => *n,
             _ => 0,
         };
-        self.rx.truncate(len + n);
+        target.truncate(len + n);
         match polled {
             Poll::Ready(Ok(0)) => Poll::Ready(Ok(false)),
             Poll::Ready(Ok(_)) => {
+                let mut peer_closed = false;
+                if let Some(session) = &mut self.tls {
+                    // Not TLS, or TLS refused: the connection ends.
+                    peer_closed = match session.receive(&self.raw, &mut self.rx) {
+                        Ok(closed) => closed,
+                        Err(err) => return Poll::Ready(Err(err)),
+                    };
+                    self.raw.clear();
+                }
                 let mut state = self.shared.lock();
                 // An error closes the connection: the loop sends what is
                 // left and ends.
@@ -506,7 +582,7 @@ impl Served<'_> {
                     .handle_input(self.id, &mut self.rx, Instant::now());
                 self.rx_stalled = !self.rx.is_empty();
                 state.dispatch_wakeups();
-                Poll::Ready(Ok(true))
+                Poll::Ready(Ok(!peer_closed))
             }
             Poll::Ready(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {
                 Poll::Ready(Ok(true))

@@ -3,18 +3,20 @@
 //! core's [`ClusterOrchestrator`] on the caller's thread.
 
 use std::collections::HashMap;
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use dcp_proto::cluster::{
-    Action, ClusterOrchestrator, ConnectionString, NodeAddress, OrchestratorConfig, StreamFailure,
+    Action, ClusterOrchestrator, ConnectionString, KvNode, NodeAddress, OrchestratorConfig,
+    StreamFailure,
 };
 use dcp_proto::consumer::{ConsumerConfig, Event, StreamStart};
 use dcp_proto::session::{Checkpoint, StreamPosition};
 
+use crate::pipe::Wake;
 use crate::{Connection, Error};
 
 /// Reports buffered between the node threads and the owner: a slow
@@ -22,10 +24,56 @@ use crate::{Connection, Error};
 /// acknowledging, and the producers pause.
 const REPORT_QUEUE: usize = 256;
 
-/// How long a node thread waits for its socket before looking at its
-/// commands again (std cannot wait on a socket and a channel at once): the
-/// worst latency of opening or closing a stream.
-const COMMAND_POLL: Duration = Duration::from_millis(5);
+/// How node connections are made: plain TCP, or TLS with a client
+/// configuration (to the nodes' `kvSSL` ports).
+#[derive(Clone, Default)]
+struct Dial {
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for Dial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dial").field("tls", &self.is_tls()).finish()
+    }
+}
+
+impl Dial {
+    fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        return false;
+    }
+
+    /// Where to reach a data node: its `kvSSL` address over TLS (none if
+    /// the config lists no TLS port: never plaintext instead).
+    fn target(&self, kv: &KvNode) -> Option<NodeAddress> {
+        if self.is_tls() {
+            kv.tls_address()
+        } else {
+            Some(kv.address.clone())
+        }
+    }
+
+    /// Connects to `host:port` (over TLS, verifying `host`, if configured)
+    /// with a connection a [`Wake`] interrupts; also returns a clone of its
+    /// socket.
+    fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        config: ConsumerConfig,
+    ) -> Result<(Connection, Wake, TcpStream), Error> {
+        Connection::connect_wakeable(
+            host,
+            port,
+            #[cfg(feature = "tls")]
+            self.tls.clone(),
+            config,
+        )
+    }
+}
 
 /// What a node thread asks of its connection.
 #[derive(Debug)]
@@ -60,15 +108,29 @@ struct Report {
 struct Link {
     generation: u64,
     commands: Sender<Command>,
-    /// A clone of the node's socket once connected, to end the thread.
-    socket: Arc<Mutex<Option<TcpStream>>>,
+    /// Once connected: a clone of the node's socket, to end the thread, and
+    /// the wake that interrupts its wait for the socket.
+    control: Arc<Mutex<Option<(TcpStream, Wake)>>>,
+}
+
+impl Link {
+    /// Queues a command and wakes the thread to carry it out.
+    fn send(&self, command: Command) {
+        let _ = self.commands.send(command);
+        // Not connected yet: the thread looks at its commands first.
+        if let Some((_, wake)) = &*self.control.lock().unwrap_or_else(PoisonError::into_inner) {
+            wake.wake();
+        }
+    }
 }
 
 impl Drop for Link {
     fn drop(&mut self) {
         // The thread also stops once it sees the commands hang up.
-        if let Some(socket) = &*self.socket.lock().unwrap_or_else(PoisonError::into_inner) {
+        if let Some((socket, wake)) = &*self.control.lock().unwrap_or_else(PoisonError::into_inner)
+        {
             let _ = socket.shutdown(Shutdown::Both);
+            wake.wake();
         }
     }
 }
@@ -105,6 +167,7 @@ pub struct ClusterConnection {
     done: Vec<u16>,
     failed: Vec<(u16, StreamFailure)>,
     seed_fetch: Option<JoinHandle<()>>,
+    dial: Dial,
 }
 
 impl ClusterConnection {
@@ -112,13 +175,59 @@ impl ClusterConnection {
     /// named, replaces `config.bucket`): fetches the bucket config from the
     /// first seed that answers, then connects to the data nodes and opens
     /// the selected vbuckets from `checkpoint` (or as `settings` says).
+    ///
+    /// A `couchbases://` string needs a TLS client configuration: use
+    /// [`connect_tls`](Self::connect_tls) (here it is
+    /// [`Error::TlsConfig`]).
     pub fn connect(
         connection_string: &str,
+        config: ConsumerConfig,
+        settings: OrchestratorConfig,
+        checkpoint: Checkpoint,
+    ) -> Result<Self, Error> {
+        Self::connect_via(
+            connection_string,
+            Dial::default(),
+            config,
+            settings,
+            checkpoint,
+        )
+    }
+
+    /// Bootstraps as [`connect`](Self::connect) does, over TLS with `tls`:
+    /// to the seeds (their ports are TLS ports: 11207 by default with
+    /// `couchbases://`), then to every data node's `kvSSL` port from the
+    /// bucket config, each certificate verified for the node's host name
+    /// as the config lists it. A node the config lists without a `kvSSL`
+    /// port is not connected to (never plaintext instead); the
+    /// orchestrator retries it after its next config.
+    #[cfg(feature = "tls")]
+    pub fn connect_tls(
+        connection_string: &str,
+        tls: Arc<rustls::ClientConfig>,
+        config: ConsumerConfig,
+        settings: OrchestratorConfig,
+        checkpoint: Checkpoint,
+    ) -> Result<Self, Error> {
+        let dial = Dial { tls: Some(tls) };
+        Self::connect_via(connection_string, dial, config, settings, checkpoint)
+    }
+
+    /// Bootstraps with node connections made by `dial`.
+    fn connect_via(
+        connection_string: &str,
+        dial: Dial,
         mut config: ConsumerConfig,
         settings: OrchestratorConfig,
         checkpoint: Checkpoint,
     ) -> Result<Self, Error> {
         let parsed = ConnectionString::parse(connection_string)?;
+        if parsed.tls && !dial.is_tls() {
+            return Err(Error::TlsConfig(
+                "couchbases:// needs a TLS client configuration (ClusterConnection::connect_tls)"
+                    .to_owned(),
+            ));
+        }
         if let Some(bucket) = parsed.bucket {
             config.bucket = bucket;
         }
@@ -135,10 +244,11 @@ impl ClusterConnection {
             done: Vec::new(),
             failed: Vec::new(),
             seed_fetch: None,
+            dial,
         };
         let mut last_err = Error::NoConfig;
         for (host, port) in this.seeds.clone() {
-            match fetch_config(&host, port, &this.config) {
+            match fetch_config(&this.dial, &host, port, &this.config) {
                 Ok(json) => match this
                     .orchestrator
                     .handle_config(&json, &host, Instant::now())
@@ -284,7 +394,7 @@ impl ClusterConnection {
     fn act(&mut self) {
         while let Some(action) = self.orchestrator.poll_action() {
             match action {
-                Action::Connect(kv) => self.start_link(kv.address),
+                Action::Connect(kv) => self.start_link(&kv),
                 Action::Disconnect(node) => {
                     self.links.remove(&node);
                 }
@@ -318,19 +428,26 @@ impl ClusterConnection {
     }
 
     /// Starts a node thread; a thread that cannot start is a lost node.
-    fn start_link(&mut self, node: NodeAddress) {
+    fn start_link(&mut self, kv: &KvNode) {
         self.generation += 1;
         let generation = self.generation;
+        let node = kv.address.clone();
         let (commands, rx) = mpsc::channel();
-        let socket = Arc::new(Mutex::new(None));
+        let control = Arc::new(Mutex::new(None));
         let spawned = {
-            let node = node.clone();
+            let link = NodeLink {
+                node: node.clone(),
+                target: self.dial.target(kv),
+                dial: self.dial.clone(),
+                generation,
+                commands: rx,
+                reports: self.sender.clone(),
+                control: Arc::clone(&control),
+            };
             let config = self.config.clone();
-            let reports = self.sender.clone();
-            let socket = Arc::clone(&socket);
             thread::Builder::new()
                 .name(format!("dcp-node-{node}"))
-                .spawn(move || node_thread(node, generation, config, rx, reports, socket))
+                .spawn(move || node_thread(link, config))
         };
         if spawned.is_err() {
             self.orchestrator.handle_node_lost(&node, Instant::now());
@@ -341,14 +458,14 @@ impl ClusterConnection {
             Link {
                 generation,
                 commands,
-                socket,
+                control,
             },
         );
     }
 
     fn command(&mut self, node: &NodeAddress, command: Command) {
         if let Some(link) = self.links.get(node) {
-            let _ = link.commands.send(command);
+            link.send(command);
         }
     }
 
@@ -361,11 +478,12 @@ impl ClusterConnection {
         let seeds = self.seeds.clone();
         let config = self.config.clone();
         let sender = self.sender.clone();
+        let dial = self.dial.clone();
         self.seed_fetch = thread::Builder::new()
             .name("dcp-seed-config".into())
             .spawn(move || {
                 for (host, port) in seeds {
-                    if let Ok(json) = fetch_config(&host, port, &config) {
+                    if let Ok(json) = fetch_config(&dial, &host, port, &config) {
                         let event = Event::ClusterConfig {
                             status: dcp_proto::codec::Status::Success,
                             config: json.into(),
@@ -383,26 +501,27 @@ impl ClusterConnection {
     }
 }
 
-/// Connects to `host:port` (each resolved address in turn, bounded by the
-/// handshake timeout) without the handshake.
-fn connect_socket(host: &str, port: u16, config: &ConsumerConfig) -> Result<TcpStream, Error> {
-    let mut last = None;
-    for addr in (host, port).to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, config.handshake_timeout) {
-            Ok(stream) => return Ok(stream),
-            Err(err) => last = Some(err),
-        }
-    }
-    Err(last.map_or(Error::NoAddress, Error::Io))
-}
-
 /// Connects to one node, asks for the bucket config and returns it.
-fn fetch_config(host: &str, port: u16, config: &ConsumerConfig) -> Result<Vec<u8>, Error> {
+fn fetch_config(
+    dial: &Dial,
+    host: &str,
+    port: u16,
+    config: &ConsumerConfig,
+) -> Result<Vec<u8>, Error> {
     let mut config = config.clone();
     config.connection_name = format!("{}/config", config.connection_name);
     let deadline = Instant::now() + config.handshake_timeout.max(Duration::from_secs(1));
-    let stream = connect_socket(host, port, &config)?;
-    let mut conn = Connection::handshake(stream, config)?;
+    #[cfg(feature = "tls")]
+    let connected = match &dial.tls {
+        Some(tls) => Connection::connect_tls((host, port), host, Arc::clone(tls), config),
+        None => Connection::connect((host, port), config),
+    };
+    #[cfg(not(feature = "tls"))]
+    let connected = {
+        let _ = dial;
+        Connection::connect((host, port), config)
+    };
+    let mut conn = connected?;
     conn.consumer_mut().request_cluster_config()?;
     let result = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -421,28 +540,51 @@ fn fetch_config(host: &str, port: u16, config: &ConsumerConfig) -> Result<Vec<u8
     result
 }
 
-/// Owns one node's connection: carries out commands, reports events.
-fn node_thread(
+/// What a node thread is given.
+struct NodeLink {
+    /// The node (its identity in reports).
     node: NodeAddress,
+    /// Where to connect (none: no address for this dial, a lost node).
+    target: Option<NodeAddress>,
+    dial: Dial,
     generation: u64,
-    config: ConsumerConfig,
     commands: Receiver<Command>,
     reports: SyncSender<Report>,
-    socket: Arc<Mutex<Option<TcpStream>>>,
-) {
+    control: Arc<Mutex<Option<(TcpStream, Wake)>>>,
+}
+
+/// Owns one node's connection: carries out commands, reports events.
+///
+/// It blocks in [`Connection::next_event`] only; a command wakes it (its
+/// connection reads through a reader thread, see
+/// [`pipe`](crate::pipe)), so commands are carried out at once without
+/// polling.
+fn node_thread(link: NodeLink, config: ConsumerConfig) {
+    let NodeLink {
+        node,
+        target,
+        dial,
+        generation,
+        commands,
+        reports,
+        control,
+    } = link;
     let report = |what| Report {
         node: node.clone(),
         generation,
         what,
     };
-    let connected = connect_socket(node.host(), node.port(), &config).and_then(|stream| {
-        *socket.lock().unwrap_or_else(PoisonError::into_inner) = Some(stream.try_clone()?);
-        Connection::handshake(stream, config)
-    });
-    let Ok(mut conn) = connected else {
+    let connected = match &target {
+        Some(target) => dial.connect(target.host(), target.port(), config),
+        None => Err(Error::TlsConfig(format!(
+            "node {node} lists no kvSSL port for a TLS connection"
+        ))),
+    };
+    let Ok((mut conn, wake, socket)) = connected else {
         let _ = reports.send(report(Reported::Lost));
         return;
     };
+    *control.lock().unwrap_or_else(PoisonError::into_inner) = Some((socket, wake));
     if reports.send(report(Reported::Connected)).is_err() {
         return;
     }
@@ -474,7 +616,8 @@ fn node_thread(
                 return;
             }
         }
-        match conn.next_event_timeout(COMMAND_POLL) {
+        // Returns `Ok(None)`, still open, when a command woke it.
+        match conn.next_event() {
             Ok(Some(event)) => {
                 let position = match &event {
                     Event::StreamOpened { vbucket, .. } => conn.consumer().position(*vbucket),

@@ -7,6 +7,10 @@
 //! every thread that changes it hands each node's
 //! [`take_wakeups`](dcp_proto::producer::Node::take_wakeups) to the
 //! writers concerned through their condition variables.
+//!
+//! With TLS ([`ClusterServer::with_tls`]) each connection's TLS session
+//! sits in its slot under the same mutex, as in [`Server`](crate::Server):
+//! the reader decrypts, the writer encrypts, neither blocks the other.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -21,6 +25,7 @@ use dcp_proto::msg::FailoverEntry;
 use dcp_proto::producer::{ConnectionId, LocalCluster, NodeConfig, NodeId};
 
 use crate::Error;
+use crate::server_tls::{self, Session, TLS_ACCEPT_TIMEOUT};
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -53,6 +58,8 @@ struct State {
     /// The accept threads and the address that wakes each.
     acceptors: Vec<(SocketAddr, JoinHandle<()>)>,
     shutdown: bool,
+    /// Connections accepted from now on speak TLS with this.
+    tls: Option<server_tls::Config>,
 }
 
 /// What the threads of one connection share.
@@ -66,6 +73,8 @@ struct Slot {
     rx_stalled: bool,
     /// Set by the reader when its side ended.
     reader_end: bool,
+    /// The TLS session, on a TLS cluster.
+    tls: Option<Session>,
     socket: TcpStream,
 }
 
@@ -170,6 +179,7 @@ impl ClusterServer {
                 workers: Vec::new(),
                 acceptors: Vec::new(),
                 shutdown: false,
+                tls: None,
                 spare,
             }),
             host: if addr.ip().is_unspecified() {
@@ -192,6 +202,27 @@ impl ClusterServer {
     /// The nodes' addresses, in node order.
     pub fn node_addrs(&self) -> Vec<SocketAddr> {
         self.handle.node_addrs()
+    }
+
+    /// Serves TLS only on every node's port (nodes added later too), with
+    /// `config` (see
+    /// [`tls::server_config_from_pem`](crate::tls::server_config_from_pem)),
+    /// to every connection accepted from now on: call it right after
+    /// [`bind`](Self::bind). A client that does not complete the TLS
+    /// handshake within [`TLS_ACCEPT_TIMEOUT`](crate::TLS_ACCEPT_TIMEOUT)
+    /// is dropped. The bucket config lists every node's port as its
+    /// `kvSSL` port too, so a
+    /// [`ClusterConnection::connect_tls`](crate::ClusterConnection::connect_tls)
+    /// (`couchbases://`) finds the nodes.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(self, config: Arc<rustls::ServerConfig>) -> ClusterServer {
+        {
+            let mut state = self.handle.shared.lock();
+            state.tls = Some(config);
+            state.cluster.set_kv_tls(true);
+            state.dispatch_wakeups();
+        }
+        self
     }
 
     /// A handle for other threads.
@@ -287,7 +318,8 @@ impl ClusterServerHandle {
         })
     }
 
-    /// `couchbase://host:port,host:port/bucket` over the member nodes.
+    /// `couchbase://host:port,host:port/bucket` over the member nodes
+    /// (`couchbases://` when the cluster serves TLS).
     pub fn connection_string(&self) -> String {
         let host = self.shared.host;
         self.with_cluster(|cluster| {
@@ -301,7 +333,12 @@ impl ClusterServerHandle {
                 .node(NodeId(0))
                 .map(|n| n.bucket().name().to_owned())
                 .unwrap_or_default();
-            format!("couchbase://{}/{bucket}", seeds.join(","))
+            let scheme = if cluster.kv_tls() {
+                "couchbases"
+            } else {
+                "couchbase"
+            };
+            format!("{scheme}://{}/{bucket}", seeds.join(","))
         })
     }
 
@@ -455,6 +492,7 @@ fn start_connection(
     stream.set_nodelay(true)?;
     let reader = stream.try_clone()?;
     let control = stream.try_clone()?;
+    let tls = state.tls.as_ref().map(Session::new).transpose()?;
     let Some(n) = state.cluster.node_mut(node) else {
         return Ok(());
     };
@@ -468,6 +506,7 @@ fn start_connection(
             rx: BytesMut::new(),
             rx_stalled: false,
             reader_end: false,
+            tls,
             socket: control,
         },
     );
@@ -515,7 +554,22 @@ fn read_loop(shared: &Shared, key: Key, mut socket: TcpStream) {
                 else {
                     return;
                 };
-                slot.rx.extend_from_slice(buf.get(..n).unwrap_or_default());
+                let raw = buf.get(..n).unwrap_or_default();
+                let peer_closed = match &mut slot.tls {
+                    None => {
+                        slot.rx.extend_from_slice(raw);
+                        false
+                    }
+                    // Decrypted into `rx`; handshake records for the
+                    // writer to send wait in the session (woken below).
+                    // An error (not TLS, or TLS refused) ends it too.
+                    Some(session) => session.receive(raw, &mut slot.rx).unwrap_or(true),
+                };
+                if peer_closed {
+                    slot.reader_end = true;
+                    state.wake(key);
+                    return;
+                }
                 let fed = n_ref.handle_input(id, &mut slot.rx, Instant::now());
                 slot.rx_stalled = !slot.rx.is_empty();
                 let reader_wake = Arc::clone(&slot.reader_wake);
@@ -564,6 +618,8 @@ fn write_loop(shared: &Shared, key: Key, mut socket: TcpStream, reader: JoinHand
 fn serve(shared: &Shared, key: Key, socket: &mut TcpStream) {
     let (node, id) = key;
     let mut tx = BytesMut::new();
+    // A TLS client must finish its handshake by then.
+    let handshake_deadline = Instant::now() + TLS_ACCEPT_TIMEOUT;
     let mut state = shared.lock();
     loop {
         if state.shutdown {
@@ -583,6 +639,17 @@ fn serve(shared: &Shared, key: Key, socket: &mut TcpStream) {
         }
         tx.clear();
         n.poll_transmit(id, &mut tx, WRITE_CHUNK);
+        let mut handshaking = false;
+        if let Some(session) = &mut slot.tls {
+            // The node's output encrypted, after the handshake's records.
+            if session.seal(&mut tx).is_err() {
+                return;
+            }
+            handshaking = session.is_handshaking();
+            if handshaking && handshake_deadline <= now {
+                return;
+            }
+        }
         if slot.rx_stalled {
             let before = slot.rx.len();
             let _ = n.handle_input(id, &mut slot.rx, now);
@@ -594,7 +661,11 @@ fn serve(shared: &Shared, key: Key, socket: &mut TcpStream) {
             }
         }
         let closed = n.is_closed(id);
-        let deadline = n.poll_timeout(id);
+        let deadline = match n.poll_timeout(id) {
+            Some(at) if handshaking => Some(at.min(handshake_deadline)),
+            None if handshaking => Some(handshake_deadline),
+            other => other,
+        };
         let woken = slot.woken;
         let wake = Arc::clone(&slot.wake);
         state.dispatch_wakeups();

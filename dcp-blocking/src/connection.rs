@@ -1,4 +1,4 @@
-//! A consumer connection over a blocking [`TcpStream`].
+//! A consumer connection over a blocking [`TcpStream`], plain or TLS.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
@@ -12,6 +12,8 @@ use dcp_proto::consumer::{
 use dcp_proto::session::Checkpoint;
 
 use crate::Error;
+use crate::pipe::{Piped, Wake};
+use crate::stream::{Stream, Transport};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -26,7 +28,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// sending: memory stays bounded by the flow-control window.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     consumer: Consumer,
     rx: BytesMut,
     tx: BytesMut,
@@ -50,20 +52,79 @@ impl Connection {
     /// bounded by the handshake timeout), runs the handshake and returns
     /// once the connection is ready for streams.
     pub fn connect(addr: impl ToSocketAddrs, config: ConsumerConfig) -> Result<Self, Error> {
-        let mut last = None;
-        for addr in addr.to_socket_addrs()? {
-            match TcpStream::connect_timeout(&addr, config.handshake_timeout) {
-                Ok(stream) => return Self::handshake(stream, config),
-                Err(err) => last = Some(err),
-            }
-        }
-        Err(last.map_or(Error::NoAddress, Error::Io))
+        let stream = tcp_connect(addr, config.handshake_timeout)?;
+        Self::handshake(stream, config)
+    }
+
+    /// Connects to `addr` over TLS, verifying the server's certificate for
+    /// `server_name` (a DNS name or an IP address) with `tls`, then runs
+    /// the handshake as [`connect`](Self::connect) does.
+    ///
+    /// Over TLS the password may travel in the clear inside the encrypted
+    /// channel, so SASL `PLAIN` is added (last) to `config.mechanisms` if
+    /// missing, as Couchbase's own clients do.
+    ///
+    /// The TCP connect, the TLS handshake and the DCP handshake each must
+    /// finish within `config.handshake_timeout`. Errors as for `connect`,
+    /// plus [`Error::Tls`] (the certificate was refused, or the peer does
+    /// not speak TLS; [`Error::rustls_error`] says why TLS refused),
+    /// [`Error::TlsTimeout`] and [`Error::TlsConfig`] (a bad server name).
+    #[cfg(feature = "tls")]
+    pub fn connect_tls(
+        addr: impl ToSocketAddrs,
+        server_name: &str,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+        mut config: ConsumerConfig,
+    ) -> Result<Self, Error> {
+        let tcp = tcp_connect(addr, config.handshake_timeout)?;
+        let session = tls_handshake(&tcp, server_name, tls, &mut config)?;
+        let stream = rustls::StreamOwned::new(session, Transport::Tcp(tcp));
+        Self::handshake_over(Stream::Tls(Box::new(stream)), config)
+    }
+
+    /// Connects to `host:port` (over TLS with `tls`, verifying `host`) with
+    /// the socket read by a reader thread, so that the returned [`Wake`]
+    /// interrupts a blocked [`next_event`](Self::next_event): it then
+    /// returns `Ok(None)` with the connection still open (see
+    /// [`is_closed`](Self::is_closed)).
+    pub(crate) fn connect_wakeable(
+        host: &str,
+        port: u16,
+        #[cfg(feature = "tls")] tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+        config: ConsumerConfig,
+    ) -> Result<(Self, Wake, TcpStream), Error> {
+        let tcp = tcp_connect((host, port), config.handshake_timeout)?;
+        tcp.set_nodelay(true)?;
+        let control = tcp.try_clone()?;
+        #[cfg(feature = "tls")]
+        let mut config = config;
+        #[cfg(feature = "tls")]
+        let session = match tls {
+            Some(tls) => Some(tls_handshake(&tcp, host, tls, &mut config)?),
+            None => None,
+        };
+        let (piped, wake) = Piped::new(tcp)?;
+        let transport = Transport::Piped(piped);
+        #[cfg(feature = "tls")]
+        let stream = match session {
+            Some(session) => Stream::Tls(Box::new(rustls::StreamOwned::new(session, transport))),
+            None => Stream::Plain(transport),
+        };
+        #[cfg(not(feature = "tls"))]
+        let stream = Stream::Plain(transport);
+        let conn = Self::handshake_over(stream, config)?;
+        Ok((conn, wake, control))
     }
 
     /// Runs the handshake on a connected stream and returns once the
     /// connection is ready for streams.
     pub fn handshake(stream: TcpStream, config: ConsumerConfig) -> Result<Self, Error> {
         stream.set_nodelay(true)?;
+        Self::handshake_over(Stream::Plain(Transport::Tcp(stream)), config)
+    }
+
+    /// Runs the DCP handshake over a connected stream, plain or TLS.
+    fn handshake_over(stream: Stream, config: ConsumerConfig) -> Result<Self, Error> {
         let consumer = Consumer::new(config, sasl_nonce()?, Instant::now())?;
         let mut conn = Self {
             stream,
@@ -112,7 +173,12 @@ impl Connection {
 
     /// The producer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.peer_addr()
+        self.stream.tcp().peer_addr()
+    }
+
+    /// Whether the connection runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
     }
 
     /// Whether the connection failed or was closed (queued events may
@@ -162,6 +228,8 @@ impl Connection {
         if self.write_failed {
             return Err(io::Error::from(io::ErrorKind::BrokenPipe).into());
         }
+        // TLS may hold records back: send them too.
+        self.stream.flush()?;
         Ok(())
     }
 
@@ -226,6 +294,11 @@ impl Connection {
                 Wait::For(timeout) => {
                     self.stream.set_read_timeout(timeout)?;
                     self.read_some()?;
+                    if self.stream.take_wake() {
+                        // Woken (a reader-thread socket only): back to the
+                        // caller, the connection still open.
+                        return Ok(None);
+                    }
                 }
             }
         }
@@ -294,6 +367,67 @@ impl Connection {
         let _ = self.stream.shutdown(Shutdown::Both);
         Err(err.into())
     }
+}
+
+/// Runs the client side of the TLS handshake on a connected socket within
+/// `config.handshake_timeout`, and adds SASL `PLAIN` (last) to
+/// `config.mechanisms` if missing: over TLS the password may travel in the
+/// clear inside the encrypted channel, as Couchbase's own clients do.
+#[cfg(feature = "tls")]
+fn tls_handshake(
+    tcp: &TcpStream,
+    server_name: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    config: &mut ConsumerConfig,
+) -> Result<rustls::ClientConnection, Error> {
+    use dcp_proto::auth::Mechanism;
+    let name = crate::tls::server_name(server_name)?;
+    let timeout = config.handshake_timeout;
+    tcp.set_nodelay(true)?;
+    let peer = tcp.peer_addr()?.to_string();
+    let refused = |source| Error::Tls {
+        addr: peer.clone(),
+        source,
+    };
+    let mut session = rustls::ClientConnection::new(tls, name)
+        .map_err(|e| refused(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    let deadline = Instant::now() + timeout;
+    let mut io = tcp;
+    while session.is_handshaking() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::TlsTimeout {
+                addr: peer,
+                timeout,
+            });
+        }
+        tcp.set_read_timeout(Some(left))?;
+        tcp.set_write_timeout(Some(left))?;
+        match session.complete_io(&mut io) {
+            Ok(_) => {}
+            Err(err) if is_retry(&err) => {}
+            Err(err) => return Err(refused(err)),
+        }
+    }
+    tcp.set_read_timeout(None)?;
+    tcp.set_write_timeout(None)?;
+    if !config.mechanisms.contains(&Mechanism::Plain) {
+        config.mechanisms.push(Mechanism::Plain);
+    }
+    Ok(session)
+}
+
+/// Connects TCP to `addr` (each resolved address in turn, each attempt
+/// bounded by `timeout`).
+fn tcp_connect(addr: impl ToSocketAddrs, timeout: Duration) -> Result<TcpStream, Error> {
+    let mut last = None;
+    for addr in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last.map_or(Error::NoAddress, Error::Io))
 }
 
 /// Errors after which the same call may simply be made again (a timeout

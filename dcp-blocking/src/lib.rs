@@ -21,6 +21,11 @@
 //!   bucket) on N consecutive ports, with a [`ClusterServerHandle`] to
 //!   write, rebalance, fail over, add and remove nodes.
 //!
+//! - [`tls`] (feature `tls`, on by default): TLS with rustls (the `ring`
+//!   provider): [`Connection::connect_tls`], [`Server::with_tls`],
+//!   [`ClusterServer::with_tls`], `couchbases://` cluster connections, and
+//!   client and server configurations from PEM.
+//!
 //! The adapter holds no protocol logic: handshake, flow control, noops,
 //! dead-connection detection, rollbacks and checkpoints all live in the
 //! core.
@@ -74,7 +79,12 @@ mod cluster_connection;
 mod cluster_server;
 mod connection;
 mod error;
+mod pipe;
 mod server;
+mod server_tls;
+mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use cluster_connection::ClusterConnection;
 pub use cluster_server::{ClusterServer, ClusterServerHandle};
@@ -84,3 +94,7 @@ pub use server::{ConnectionEnd, EndReason, Server, ServerHandle};
 
 pub use dcp_proto;
 pub use dcp_proto::producer::Node;
+#[cfg(feature = "tls")]
+pub use rustls;
+#[cfg(feature = "tls")]
+pub use server_tls::TLS_ACCEPT_TIMEOUT;

@@ -7,6 +7,12 @@
 //! sits behind one mutex; every thread that changes it hands the node's
 //! [`take_wakeups`](Node::take_wakeups) to the writers concerned through
 //! their condition variables.
+//!
+//! With TLS ([`Server::with_tls`]) the connection's TLS session sits in
+//! the same place, under the same mutex, and never touches the socket: the
+//! reader decrypts what it read into the connection's input, the writer
+//! encrypts the node's output (and the handshake's own records) before
+//! writing it. Neither thread waits on the other's socket.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -19,6 +25,7 @@ use bytes::{Buf, BytesMut};
 use dcp_proto::producer::{CloseReason, ConnectionId, Node, NodeConfig};
 
 use crate::Error;
+use crate::server_tls::{self, Session, TLS_ACCEPT_TIMEOUT};
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -85,6 +92,8 @@ struct State {
     workers: Vec<JoinHandle<()>>,
     ended: VecDeque<ConnectionEnd>,
     shutdown: bool,
+    /// Connections accepted from now on speak TLS with this.
+    tls: Option<server_tls::Config>,
 }
 
 /// What the threads of one connection share.
@@ -105,6 +114,8 @@ struct Slot {
     rx_stalled: bool,
     /// Set by the reader when its side ended.
     reader_end: Option<EndReason>,
+    /// The TLS session, on a TLS server.
+    tls: Option<Session>,
     /// A clone of the socket, to shut it down.
     socket: TcpStream,
     peer: SocketAddr,
@@ -131,6 +142,7 @@ impl Server {
                 workers: Vec::new(),
                 ended: VecDeque::new(),
                 shutdown: false,
+                tls: None,
             }),
             ended: Condvar::new(),
             local_addr,
@@ -150,6 +162,18 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.local_addr()
+    }
+
+    /// Serves TLS only, with `config` (its certificate chain and key; see
+    /// [`tls::server_config_from_pem`](crate::tls::server_config_from_pem)),
+    /// to every connection accepted from now on: call it right after
+    /// [`bind`](Self::bind), before handing the address out. A client that
+    /// does not complete the TLS handshake within [`TLS_ACCEPT_TIMEOUT`] is
+    /// dropped; one that does not speak TLS is dropped at its first bytes.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(self, config: std::sync::Arc<rustls::ServerConfig>) -> Server {
+        self.handle.shared.lock().tls = Some(config);
+        self
     }
 
     /// A handle for other threads.
@@ -316,6 +340,7 @@ fn start_connection(shared: &Arc<Shared>, state: &mut State, stream: TcpStream) 
     let peer = stream.peer_addr()?;
     let reader = stream.try_clone()?;
     let control = stream.try_clone()?;
+    let tls = state.tls.as_ref().map(Session::new).transpose()?;
     let id = state.node.accept(Instant::now());
     state.conns.insert(
         id,
@@ -326,6 +351,7 @@ fn start_connection(shared: &Arc<Shared>, state: &mut State, stream: TcpStream) 
             rx: BytesMut::new(),
             rx_stalled: false,
             reader_end: None,
+            tls,
             socket: control,
             peer,
         },
@@ -370,7 +396,24 @@ fn read_loop(shared: &Shared, id: ConnectionId, mut socket: TcpStream) {
                 let Some(slot) = conns.get_mut(&id) else {
                     return;
                 };
-                slot.rx.extend_from_slice(buf.get(..n).unwrap_or_default());
+                let raw = buf.get(..n).unwrap_or_default();
+                let peer_closed = match &mut slot.tls {
+                    None => {
+                        slot.rx.extend_from_slice(raw);
+                        false
+                    }
+                    // Decrypted into `rx`; handshake records for the
+                    // writer to send wait in the session (woken below).
+                    Some(session) => match session.receive(raw, &mut slot.rx) {
+                        Ok(closed) => closed,
+                        Err(err) => {
+                            // Not TLS, or TLS refused: the connection ends.
+                            slot.reader_end = Some(EndReason::Io(err));
+                            state.wake(id);
+                            return;
+                        }
+                    },
+                };
                 let fed = node.handle_input(id, &mut slot.rx, Instant::now());
                 slot.rx_stalled = !slot.rx.is_empty();
                 let reader_wake = Arc::clone(&slot.reader_wake);
@@ -380,6 +423,10 @@ fn read_loop(shared: &Shared, id: ConnectionId, mut socket: TcpStream) {
                     // The node closed the connection: the writer sends what
                     // is left and closes the socket.
                     return;
+                }
+                if peer_closed {
+                    drop(state);
+                    break EndReason::PeerClosed;
                 }
                 while !state.shutdown && state.conns.get(&id).is_some_and(|slot| slot.rx_stalled) {
                     state = reader_wake
@@ -427,6 +474,8 @@ fn write_loop(shared: &Shared, id: ConnectionId, mut socket: TcpStream, reader: 
 
 fn serve(shared: &Shared, id: ConnectionId, socket: &mut TcpStream) -> EndReason {
     let mut tx = BytesMut::new();
+    // A TLS client must finish its handshake by then.
+    let handshake_deadline = Instant::now() + TLS_ACCEPT_TIMEOUT;
     let mut state = shared.lock();
     loop {
         if state.shutdown {
@@ -446,6 +495,20 @@ fn serve(shared: &Shared, id: ConnectionId, socket: &mut TcpStream) -> EndReason
         }
         tx.clear();
         node.poll_transmit(id, &mut tx, WRITE_CHUNK);
+        let mut handshaking = false;
+        if let Some(session) = &mut slot.tls {
+            // The node's output encrypted, after the handshake's records.
+            if let Err(err) = session.seal(&mut tx) {
+                return EndReason::Io(err);
+            }
+            handshaking = session.is_handshaking();
+            if handshaking && handshake_deadline <= now {
+                return EndReason::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no TLS handshake in time",
+                ));
+            }
+        }
         if slot.rx_stalled {
             // The responses are drained: the node may take more input.
             let before = slot.rx.len();
@@ -460,7 +523,11 @@ fn serve(shared: &Shared, id: ConnectionId, socket: &mut TcpStream) -> EndReason
         let closed = node.is_closed(id).then(|| node.close_reason(id).cloned());
         let woken = slot.woken;
         let wake = Arc::clone(&slot.wake);
-        let deadline = node.poll_timeout(id);
+        let deadline = match node.poll_timeout(id) {
+            Some(at) if handshaking => Some(at.min(handshake_deadline)),
+            None if handshaking => Some(handshake_deadline),
+            other => other,
+        };
         state.dispatch_wakeups();
         if !tx.is_empty() {
             drop(state);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use dcp_proto::cluster::{
-    Action, ClusterOrchestrator, NodeAddress, OrchestratorConfig, StreamFailure,
+    Action, ClusterOrchestrator, KvNode, NodeAddress, OrchestratorConfig, StreamFailure,
 };
 use dcp_proto::consumer::{ConsumerConfig, Event, StreamStart};
 use dcp_proto::session::{Checkpoint, StreamPosition};
@@ -16,6 +16,54 @@ use tokio::task::JoinHandle;
 use crate::connection::now;
 use crate::{Connection, Error};
 use dcp_proto::cluster::ConnectionString;
+
+/// How node connections are made: plain TCP, or TLS with a client
+/// configuration (to the nodes' `kvSSL` ports).
+#[derive(Clone, Default)]
+struct Dial {
+    #[cfg(feature = "tls")]
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for Dial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dial").field("tls", &self.is_tls()).finish()
+    }
+}
+
+impl Dial {
+    fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        return false;
+    }
+
+    /// Where to reach a data node: its `kvSSL` address over TLS (none if
+    /// the config lists no TLS port: never plaintext instead).
+    fn target(&self, kv: &KvNode) -> Option<NodeAddress> {
+        if self.is_tls() {
+            kv.tls_address()
+        } else {
+            Some(kv.address.clone())
+        }
+    }
+
+    /// Connects to `host:port`, over TLS (verifying `host`) if configured.
+    async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        config: ConsumerConfig,
+    ) -> Result<Connection, Error> {
+        let addr = socket_string(host, port);
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return Connection::connect_tls(addr, host, std::sync::Arc::clone(tls), config).await;
+        }
+        Connection::connect(addr, config).await
+    }
+}
 
 /// Reports buffered between the node tasks and the owner: a slow
 /// application stops the node tasks, whose connections then stop
@@ -95,6 +143,7 @@ pub struct ClusterConnection {
     done: Vec<u16>,
     failed: Vec<(u16, StreamFailure)>,
     seed_fetch: Option<JoinHandle<()>>,
+    dial: Dial,
 }
 
 impl ClusterConnection {
@@ -102,14 +151,61 @@ impl ClusterConnection {
     /// named, replaces `config.bucket`): fetches the bucket config from the
     /// first seed that answers, then connects to the data nodes and opens
     /// the selected vbuckets from `checkpoint` (or as `settings` says).
+    ///
+    /// A `couchbases://` string needs a TLS client configuration: use
+    /// [`connect_tls`](Self::connect_tls) (here it is
+    /// [`Error::TlsConfig`]).
     pub async fn connect(
         connection_string: &str,
+        config: ConsumerConfig,
+        settings: OrchestratorConfig,
+        checkpoint: Checkpoint,
+    ) -> Result<Self, Error> {
+        Self::connect_via(
+            connection_string,
+            Dial::default(),
+            config,
+            settings,
+            checkpoint,
+        )
+        .await
+    }
+
+    /// Bootstraps as [`connect`](Self::connect) does, over TLS with `tls`:
+    /// to the seeds (their ports are TLS ports: 11207 by default with
+    /// `couchbases://`), then to every data node's `kvSSL` port from the
+    /// bucket config, each certificate verified for the node's host name
+    /// as the config lists it. A node the config lists without a `kvSSL`
+    /// port is not connected to (never plaintext instead); the
+    /// orchestrator retries it after its next config.
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls(
+        connection_string: &str,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+        config: ConsumerConfig,
+        settings: OrchestratorConfig,
+        checkpoint: Checkpoint,
+    ) -> Result<Self, Error> {
+        let dial = Dial { tls: Some(tls) };
+        Self::connect_via(connection_string, dial, config, settings, checkpoint).await
+    }
+
+    /// Bootstraps with node connections made by `dial`.
+    async fn connect_via(
+        connection_string: &str,
+        dial: Dial,
         mut config: ConsumerConfig,
         settings: OrchestratorConfig,
         checkpoint: Checkpoint,
     ) -> Result<Self, Error> {
         let parsed = ConnectionString::parse(connection_string)
             .map_err(|e| Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+        if parsed.tls && !dial.is_tls() {
+            return Err(Error::TlsConfig(
+                "couchbases:// needs a TLS client configuration (ClusterConnection::connect_tls)"
+                    .to_owned(),
+            ));
+        }
         if let Some(bucket) = parsed.bucket {
             config.bucket = bucket;
         }
@@ -126,10 +222,11 @@ impl ClusterConnection {
             done: Vec::new(),
             failed: Vec::new(),
             seed_fetch: None,
+            dial,
         };
         let mut last_err = None;
         for (host, port) in this.seeds.clone() {
-            match fetch_config(&host, port, &this.config).await {
+            match fetch_config(&this.dial, &host, port, &this.config).await {
                 Ok(json) => match this.orchestrator.handle_config(&json, &host, now()) {
                     Ok(_) => {
                         last_err = None;
@@ -262,6 +359,8 @@ impl ClusterConnection {
                     let (commands, rx) = mpsc::unbounded_channel();
                     let task = tokio::spawn(node_task(
                         kv.address.clone(),
+                        self.dial.target(&kv),
+                        self.dial.clone(),
                         self.generation,
                         self.config.clone(),
                         rx,
@@ -323,9 +422,10 @@ impl ClusterConnection {
         let seeds = self.seeds.clone();
         let config = self.config.clone();
         let sender = self.sender.clone();
+        let dial = self.dial.clone();
         self.seed_fetch = Some(tokio::spawn(async move {
             for (host, port) in seeds {
-                if let Ok(json) = fetch_config(&host, port, &config).await {
+                if let Ok(json) = fetch_config(&dial, &host, port, &config).await {
                     let event = Event::ClusterConfig {
                         status: dcp_proto::codec::Status::Success,
                         config: json.into(),
@@ -362,11 +462,16 @@ fn socket_string(host: &str, port: u16) -> String {
 }
 
 /// Connects to one node, asks for the bucket config and returns it.
-async fn fetch_config(host: &str, port: u16, config: &ConsumerConfig) -> Result<Vec<u8>, Error> {
+async fn fetch_config(
+    dial: &Dial,
+    host: &str,
+    port: u16,
+    config: &ConsumerConfig,
+) -> Result<Vec<u8>, Error> {
     let mut config = config.clone();
     config.connection_name = format!("{}/config", config.connection_name);
     let timeout = config.handshake_timeout.max(Duration::from_secs(1));
-    let mut conn = Connection::connect(socket_string(host, port), config).await?;
+    let mut conn = dial.connect(host, port, config).await?;
     conn.request_cluster_config()?;
     let wait = async {
         while let Some(event) = conn.next_event().await? {
@@ -394,9 +499,12 @@ async fn fetch_config(host: &str, port: u16, config: &ConsumerConfig) -> Result<
     result
 }
 
-/// Owns one node's connection: carries out commands, reports events.
+/// Owns one node's connection (made by `dial` to `target`, none: no
+/// address to reach it at): carries out commands, reports events.
 async fn node_task(
     node: NodeAddress,
+    target: Option<NodeAddress>,
+    dial: Dial,
     generation: u64,
     config: ConsumerConfig,
     mut commands: mpsc::UnboundedReceiver<Command>,
@@ -407,8 +515,13 @@ async fn node_task(
         generation,
         what,
     };
-    let mut conn = match Connection::connect(socket_string(node.host(), node.port()), config).await
-    {
+    let connected = match &target {
+        Some(target) => dial.connect(target.host(), target.port(), config).await,
+        None => Err(Error::TlsConfig(format!(
+            "node {node} lists no kvSSL port for a TLS connection"
+        ))),
+    };
+    let mut conn = match connected {
         Ok(conn) => conn,
         Err(_) => {
             let _ = reports.send(report(Reported::Lost)).await;

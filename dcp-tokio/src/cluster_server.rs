@@ -209,11 +209,14 @@ impl ClusterServer {
     /// `config` (see
     /// [`tls::server_config_from_pem`](crate::tls::server_config_from_pem)).
     /// A client that does not complete the TLS handshake within
-    /// [`TLS_ACCEPT_TIMEOUT`](crate::TLS_ACCEPT_TIMEOUT) is dropped. (The
-    /// bucket config still advertises these ports as `kv`, not `kvSSL`.)
+    /// [`TLS_ACCEPT_TIMEOUT`](crate::TLS_ACCEPT_TIMEOUT) is dropped. The
+    /// bucket config lists every node's port as its `kvSSL` port too, so a
+    /// [`ClusterConnection::connect_tls`](crate::ClusterConnection::connect_tls)
+    /// (`couchbases://`) finds the nodes.
     #[cfg(feature = "tls")]
     pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> ClusterServer {
         self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
+        self.shared.lock().cluster.set_kv_tls(true);
         self
     }
 
@@ -514,7 +517,8 @@ impl ClusterServerHandle {
         })
     }
 
-    /// `couchbase://host:port,host:port/bucket` over the member nodes.
+    /// `couchbase://host:port,host:port/bucket` over the member nodes
+    /// (`couchbases://` when the cluster serves TLS).
     pub fn connection_string(&self) -> String {
         let host = self.shared.host;
         self.with_cluster(|cluster| {
@@ -528,7 +532,12 @@ impl ClusterServerHandle {
                 .node(NodeId(0))
                 .map(|n| n.bucket().name().to_owned())
                 .unwrap_or_default();
-            format!("couchbase://{}/{bucket}", seeds.join(","))
+            let scheme = if cluster.kv_tls() {
+                "couchbases"
+            } else {
+                "couchbase"
+            };
+            format!("{scheme}://{}/{bucket}", seeds.join(","))
         })
     }
 

@@ -76,7 +76,9 @@ pub mod tls;
 pub use cluster_connection::ClusterConnection;
 pub use cluster_server::{ClusterServer, ClusterServerHandle};
 pub use connection::Connection;
-pub use dcp_proto::cluster::{ConnectionString, DEFAULT_KV_PORT, InvalidConnectionString};
+pub use dcp_proto::cluster::{
+    ConnectionString, DEFAULT_KV_PORT, DEFAULT_KV_TLS_PORT, InvalidConnectionString,
+};
 pub use error::Error;
 #[cfg(feature = "tls")]
 pub use server::TLS_ACCEPT_TIMEOUT;

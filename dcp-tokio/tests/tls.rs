@@ -2,7 +2,9 @@
 //! (rcgen): a bucket streamed over TLS equals the bucket; a client trusting
 //! another CA is refused with a typed error; a plaintext client against the
 //! TLS port fails cleanly; a TLS client against a plaintext port too; a
-//! local cluster serves TLS on every node.
+//! local cluster serves TLS on every node, advertises its `kvSSL` ports,
+//! and a `couchbases://` cluster connection streams the whole bucket
+//! through them across a rebalance.
 
 use std::time::Duration;
 
@@ -151,18 +153,13 @@ async fn a_client_trusting_another_ca_is_refused() {
     .await
     .unwrap()
     .unwrap_err();
-    match &err {
-        Error::Tls { source, .. } => {
-            let inner = source
-                .get_ref()
-                .and_then(|e| e.downcast_ref::<dcp_tokio::rustls::Error>());
-            assert!(
-                matches!(inner, Some(dcp_tokio::rustls::Error::InvalidCertificate(_))),
-                "{err:?}"
-            );
-        }
-        other => panic!("expected a TLS error, got {other:?}"),
-    }
+    assert!(
+        matches!(
+            err.rustls_error(),
+            Some(dcp_tokio::rustls::Error::InvalidCertificate(_))
+        ),
+        "{err:?}"
+    );
     // A wrong name with the right CA is refused as well.
     let client = tls::client_config_from_pem(pki.ca_pem.as_bytes()).unwrap();
     let err = timeout(
@@ -314,6 +311,134 @@ async fn a_tls_cluster_serves_every_node_over_tls() {
         .unwrap_err();
         assert!(matches!(err, Error::Consumer(_) | Error::Io(_)), "{err:?}");
     }
+    handle.shutdown();
+    timeout(STEP, task).await.unwrap().unwrap().unwrap();
+}
+
+/// Whether the view equals every vbucket's active copy in the cluster.
+fn cluster_synced(
+    handle: &dcp_tokio::ClusterServerHandle,
+    view: &MaterializedView,
+    vbuckets: u16,
+) -> bool {
+    handle.with_cluster(|cluster| {
+        (0..vbuckets).all(|vb| {
+            let Some(owner) = cluster.active_node(vb) else {
+                return true;
+            };
+            let bucket = cluster.node(owner).unwrap().bucket();
+            view.live(vb) == live_documents(bucket, vb)
+                && view.last_seqno(vb) == bucket.vbucket(vb).unwrap().high_seqno()
+        })
+    })
+}
+
+fn cluster_write(handle: &dcp_tokio::ClusterServerHandle, from: u64, n: u64) {
+    for i in from..from + n {
+        let key = format!("key-{}", i % 113);
+        if i % 13 == 0 {
+            let _ = handle.delete(key.as_bytes());
+        } else {
+            handle
+                .set(key.as_bytes(), format!("{{\"n\":{i}}}"))
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_couchbases_cluster_connection_streams_through_the_kv_ssl_ports() {
+    use dcp_proto::cluster::{ClusterConfig, OrchestratorConfig};
+    use dcp_proto::session::Checkpoint;
+    use dcp_tokio::ClusterConnection;
+
+    const NODES: usize = 3;
+    let pki = make_pki();
+    let config = NodeConfig::new("default")
+        .with_vbuckets(VBUCKETS)
+        .with_user("app", "secret");
+    let tls = tls::server_config_from_pem(pki.cert_pem.as_bytes(), pki.key_pem.as_bytes()).unwrap();
+    let server = dcp_tokio::ClusterServer::bind("127.0.0.1:0".parse().unwrap(), NODES, 1, config)
+        .await
+        .unwrap()
+        .with_tls(tls);
+    let handle = server.handle();
+    let task = tokio::spawn(server.run());
+    cluster_write(&handle, 0, 300);
+
+    // The config advertises every node's TLS port.
+    let json = handle.with_cluster(|cluster| cluster.config_json());
+    let parsed = ClusterConfig::parse(&json, "127.0.0.1").unwrap();
+    assert_eq!(parsed.kv_nodes().len(), NODES);
+    for node in parsed.kv_nodes() {
+        assert_eq!(node.tls_port, Some(node.address.port()));
+    }
+    let connection_string = handle.connection_string();
+    assert!(
+        connection_string.starts_with("couchbases://127.0.0.1:"),
+        "{connection_string}"
+    );
+
+    // couchbases:// without a TLS configuration is a typed error, not a
+    // plaintext attempt.
+    let plain = ClusterConnection::connect(
+        &connection_string,
+        consumer_config("tls:cluster-no-config"),
+        OrchestratorConfig::new(),
+        Checkpoint::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(plain, Error::TlsConfig(_)), "{plain:?}");
+
+    // A CA the nodes' certificate does not chain to: the bootstrap fails
+    // on TLS.
+    let other = make_pki();
+    let refused = ClusterConnection::connect_tls(
+        &connection_string,
+        tls::client_config_from_pem(other.ca_pem.as_bytes()).unwrap(),
+        consumer_config("tls:cluster-wrong-ca"),
+        OrchestratorConfig::new(),
+        Checkpoint::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(refused, Error::Tls { .. }), "{refused:?}");
+
+    let client = tls::client_config_from_pem(pki.ca_pem.as_bytes()).unwrap();
+    let settings = OrchestratorConfig::new().with_config_poll_interval(Duration::from_millis(200));
+    let mut conn = timeout(
+        STEP,
+        ClusterConnection::connect_tls(
+            &connection_string,
+            client,
+            consumer_config("tls:cluster").with_buffer_size(16 * 1024),
+            settings,
+            Checkpoint::new(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut view = MaterializedView::default();
+    // Writes while streaming, and a rebalance: the moved streams reopen
+    // over TLS on their new nodes.
+    cluster_write(&handle, 300, 300);
+    handle
+        .rebalance(&[(0, dcp_proto::producer::NodeId(1))])
+        .unwrap();
+    cluster_write(&handle, 600, 100);
+    let deadline = tokio::time::Instant::now() + STEP;
+    while !cluster_synced(&handle, &view, VBUCKETS) {
+        let event = tokio::time::timeout_at(deadline, conn.next_event())
+            .await
+            .expect("caught up in time")
+            .unwrap()
+            .expect("an endless stream");
+        view.apply(&event).unwrap();
+    }
+    assert_eq!(conn.connected_nodes().len(), NODES);
+    drop(conn);
     handle.shutdown();
     timeout(STEP, task).await.unwrap().unwrap().unwrap();
 }

@@ -1,19 +1,27 @@
-//! `couchbase://host1:port,host2/bucket` connection strings: the seed
-//! nodes a cluster consumer bootstraps from (sans-IO: parsing only).
+//! `couchbase://host1:port,host2/bucket` (and TLS `couchbases://...`)
+//! connection strings: the seed nodes a cluster consumer bootstraps from
+//! (sans-IO: parsing only).
 
 use std::fmt;
 
 /// The default data port of `couchbase://` seeds.
 pub const DEFAULT_KV_PORT: u16 = 11210;
 
+/// The default TLS data port of `couchbases://` seeds.
+pub const DEFAULT_KV_TLS_PORT: u16 = 11207;
+
 /// A parsed `couchbase://host[:port][,host[:port]...][/bucket]` string:
 /// the seed nodes to bootstrap from and the bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionString {
-    /// The seed nodes, `(host, port)` (port 11210 when not given).
+    /// The seed nodes, `(host, port)` (port 11210 when not given, 11207
+    /// with `couchbases://`).
     pub seeds: Vec<(String, u16)>,
     /// The bucket, if the string names one.
     pub bucket: Option<String>,
+    /// `couchbases://`: every connection (seeds and data nodes, on their
+    /// `kvSSL` ports) uses TLS.
+    pub tls: bool,
 }
 
 /// Why a connection string does not parse.
@@ -27,22 +35,27 @@ pub struct InvalidConnectionString {
 }
 
 impl ConnectionString {
-    /// Parses `couchbase://h1[:p1],h2[:p2]/bucket` (the scheme may be
-    /// omitted; `couchbases://` is refused: no TLS here). IPv6 hosts go in
-    /// brackets: `[::1]:11210`.
+    /// Parses `couchbase://h1[:p1],h2[:p2]/bucket` or, for TLS,
+    /// `couchbases://...` (the scheme may be omitted: plain). IPv6 hosts go
+    /// in brackets: `[::1]:11210`.
     pub fn parse(input: &str) -> Result<Self, InvalidConnectionString> {
         let bad = |reason| InvalidConnectionString {
             input: input.to_owned(),
             reason,
         };
-        let rest = if let Some(rest) = input.strip_prefix("couchbase://") {
-            rest
-        } else if input.starts_with("couchbases://") {
-            return Err(bad("TLS (couchbases://) is not supported"));
+        let (rest, tls) = if let Some(rest) = input.strip_prefix("couchbase://") {
+            (rest, false)
+        } else if let Some(rest) = input.strip_prefix("couchbases://") {
+            (rest, true)
         } else if input.contains("://") {
-            return Err(bad("the scheme must be couchbase://"));
+            return Err(bad("the scheme must be couchbase:// or couchbases://"));
         } else {
-            input
+            (input, false)
+        };
+        let default_port = if tls {
+            DEFAULT_KV_TLS_PORT
+        } else {
+            DEFAULT_KV_PORT
         };
         let rest = rest.split(['?', '#']).next().unwrap_or_default();
         let (hosts, bucket) = match rest.split_once('/') {
@@ -51,31 +64,33 @@ impl ConnectionString {
         };
         let mut seeds = Vec::new();
         for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-            seeds.push(parse_host(host).ok_or_else(|| bad("a host has an invalid port"))?);
+            seeds.push(
+                parse_host(host, default_port).ok_or_else(|| bad("a host has an invalid port"))?,
+            );
         }
         if seeds.is_empty() {
             return Err(bad("no host"));
         }
         let bucket = bucket.filter(|b| !b.is_empty()).map(str::to_owned);
-        Ok(ConnectionString { seeds, bucket })
+        Ok(ConnectionString { seeds, bucket, tls })
     }
 }
 
-/// `host`, `host:port`, `[v6]` or `[v6]:port`.
-fn parse_host(host: &str) -> Option<(String, u16)> {
+/// `host`, `host:port`, `[v6]` or `[v6]:port` (`default_port` when none).
+fn parse_host(host: &str, default_port: u16) -> Option<(String, u16)> {
     if let Some(v6) = host.strip_prefix('[') {
         let (addr, after) = v6.split_once(']')?;
         let port = match after.strip_prefix(':') {
             Some(port) => port.parse().ok()?,
-            None if after.is_empty() => DEFAULT_KV_PORT,
+            None if after.is_empty() => default_port,
             None => return None,
         };
         return Some((addr.to_owned(), port));
     }
     match host.rsplit_once(':') {
         Some((name, port)) if !name.contains(':') => Some((name.to_owned(), port.parse().ok()?)),
-        Some(_) => Some((host.to_owned(), DEFAULT_KV_PORT)),
-        None => Some((host.to_owned(), DEFAULT_KV_PORT)),
+        Some(_) => Some((host.to_owned(), default_port)),
+        None => Some((host.to_owned(), default_port)),
     }
 }
 
@@ -92,7 +107,8 @@ impl fmt::Display for ConnectionString {
                 }
             })
             .collect();
-        write!(f, "couchbase://{}", seeds.join(","))?;
+        let scheme = if self.tls { "couchbases" } else { "couchbase" };
+        write!(f, "{scheme}://{}", seeds.join(","))?;
         if let Some(bucket) = &self.bucket {
             write!(f, "/{bucket}")?;
         }
@@ -120,9 +136,29 @@ mod tests {
         let bare = ConnectionString::parse("10.0.0.1").unwrap();
         assert_eq!(bare.seeds, [("10.0.0.1".to_owned(), 11210)]);
         assert_eq!(bare.bucket, None);
-        assert!(ConnectionString::parse("couchbases://a").is_err());
+        assert!(!bare.tls);
         assert!(ConnectionString::parse("http://a").is_err());
         assert!(ConnectionString::parse("couchbase:///b").is_err());
         assert!(ConnectionString::parse("couchbase://a:x/b").is_err());
+    }
+
+    #[test]
+    fn couchbases_means_tls_on_port_11207_by_default() {
+        let cs = ConnectionString::parse("couchbases://a,b:11300,[::1]/travel").unwrap();
+        assert!(cs.tls);
+        assert_eq!(
+            cs.seeds,
+            [
+                ("a".to_owned(), 11207),
+                ("b".to_owned(), 11300),
+                ("::1".to_owned(), 11207)
+            ]
+        );
+        assert_eq!(
+            cs.to_string(),
+            "couchbases://a:11207,b:11300,[::1]:11207/travel"
+        );
+        assert_eq!(ConnectionString::parse(&cs.to_string()).unwrap(), cs);
+        assert!(ConnectionString::parse("couchbasess://a").is_err());
     }
 }

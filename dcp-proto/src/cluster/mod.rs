@@ -115,7 +115,9 @@ mod node;
 mod orchestrator;
 
 pub use config::{ClusterConfig, ConfigError, ConfigVersion};
-pub use connection_string::{ConnectionString, DEFAULT_KV_PORT, InvalidConnectionString};
+pub use connection_string::{
+    ConnectionString, DEFAULT_KV_PORT, DEFAULT_KV_TLS_PORT, InvalidConnectionString,
+};
 pub use node::{InvalidAddress, KvNode, NodeAddress};
 pub use orchestrator::{
     Action, ClusterOrchestrator, ConfigOutcome, ConfigRejected, InitialStart, NodeStatus,

@@ -10,6 +10,8 @@ pub(crate) struct Listed<'a> {
     pub(crate) id: NodeId,
     pub(crate) host: &'a str,
     pub(crate) kv_port: u16,
+    /// The TLS data port (`kvSSL`), if the node serves one.
+    pub(crate) kv_tls_port: Option<u16>,
     pub(crate) mgmt_port: u16,
 }
 
@@ -56,10 +58,13 @@ pub(crate) fn cluster_json(
             "hostname": format!("{}:{}", m.host, m.mgmt_port),
             "ports": { "direct": m.kv_port }
         })).collect::<Vec<_>>(),
-        "nodesExt": members.iter().map(|m| serde_json::json!({
-            "hostname": m.host,
-            "services": { "kv": m.kv_port, "mgmt": m.mgmt_port }
-        })).collect::<Vec<_>>(),
+        "nodesExt": members.iter().map(|m| {
+            let mut services = serde_json::json!({ "kv": m.kv_port, "mgmt": m.mgmt_port });
+            if let (Some(port), Some(map)) = (m.kv_tls_port, services.as_object_mut()) {
+                map.insert("kvSSL".to_owned(), port.into());
+            }
+            serde_json::json!({ "hostname": m.host, "services": services })
+        }).collect::<Vec<_>>(),
         "clusterCapabilitiesVer": [1, 0],
         "clusterCapabilities": {},
         "vBucketServerMap": {

@@ -115,6 +115,8 @@ pub struct LocalCluster {
     config_pending: bool,
     /// The config the nodes serve.
     served: Vec<u8>,
+    /// The data ports serve TLS: the config lists them as `kvSSL` too.
+    kv_tls: bool,
 }
 
 impl LocalCluster {
@@ -133,6 +135,7 @@ impl LocalCluster {
             config_held: false,
             config_pending: false,
             served: Vec::new(),
+            kv_tls: false,
         };
         for _ in 0..nodes.max(1) {
             cluster.spawn();
@@ -166,7 +169,23 @@ impl LocalCluster {
         }
     }
 
+    /// Says whether the nodes' data ports serve TLS (an adapter serving the
+    /// cluster TLS-only): if so the config lists each member's data port
+    /// as its `kvSSL` port too, so that `couchbases://` clients find it.
+    /// A change publishes a new config revision.
+    pub fn set_kv_tls(&mut self, tls: bool) {
+        if self.kv_tls != tls {
+            self.kv_tls = tls;
+            self.publish();
+        }
+    }
+
     // ----- getters -------------------------------------------------------
+
+    /// Whether the data ports serve TLS (see [`set_kv_tls`](Self::set_kv_tls)).
+    pub fn kv_tls(&self) -> bool {
+        self.kv_tls
+    }
 
     /// The number of vbuckets.
     pub fn num_vbuckets(&self) -> u16 {
@@ -195,6 +214,7 @@ impl LocalCluster {
                 id: NodeId(i),
                 host: &m.node.config().hostname,
                 kv_port: m.node.config().kv_port,
+                kv_tls_port: self.kv_tls.then(|| m.node.config().kv_port),
                 mgmt_port: m.node.config().mgmt_port,
             })
             .collect();

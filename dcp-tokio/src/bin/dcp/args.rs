@@ -83,7 +83,8 @@ pub(crate) struct ServeArgs {
     pub(crate) replicas: usize,
 
     /// Serve TLS only, presenting this PEM certificate chain (leaf first;
-    /// single node; needs --tls-key)
+    /// needs --tls-key). A local cluster (--nodes) lists its ports as
+    /// kvSSL: stream it with couchbases://
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub(crate) tls_cert: Option<PathBuf>,
 
@@ -208,7 +209,7 @@ pub(crate) struct TailArgs {
     pub(crate) window: u32,
 
     /// Connect over TLS (port 11207 by default), verifying the server's
-    /// certificate with --ca
+    /// certificate with --ca (a couchbases:// address always uses TLS)
     #[arg(long)]
     pub(crate) tls: bool,
 

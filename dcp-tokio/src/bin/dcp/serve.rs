@@ -51,15 +51,6 @@ fn tail_line(addr: &str, bucket: &str, user: &(String, String), vbuckets: u16) -
 
 /// Runs `dcp serve` until Ctrl-C.
 pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
-    if args.nodes > 1 {
-        if args.tls_cert.is_some() {
-            return Err(Failure(
-                "--tls-cert serves a single node; a TLS local cluster (--nodes) is not supported yet"
-                    .to_owned(),
-            ));
-        }
-        return crate::serve_cluster::run(args, node_config).await;
-    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(
             dcp_tokio::tls::server_config_from_pem_files(cert, key)
@@ -67,6 +58,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
         ),
         _ => None,
     };
+    if args.nodes > 1 {
+        return crate::serve_cluster::run(args, node_config, tls).await;
+    }
     let config = node_config(&args.bucket, args.vbuckets, &args.users, args.load.seed);
     let mut server = bind(&args.listen, config).await?;
     let tls_on = tls.is_some();

@@ -14,8 +14,13 @@ use crate::load::{Rng, document, key};
 /// Builds a node config from the bucket, vbuckets, users and seed.
 type MakeConfig = fn(&str, u16, &[(String, String)], u64) -> NodeConfig;
 
-/// Runs `dcp serve --nodes N` until Ctrl-C.
-pub(crate) async fn run(args: ServeArgs, make_config: MakeConfig) -> Result<(), Failure> {
+/// Runs `dcp serve --nodes N` until Ctrl-C, TLS only with `tls` if given
+/// (the config then lists every node's port as `kvSSL`).
+pub(crate) async fn run(
+    args: ServeArgs,
+    make_config: MakeConfig,
+    tls: Option<std::sync::Arc<dcp_tokio::rustls::ServerConfig>>,
+) -> Result<(), Failure> {
     let config = make_config(&args.bucket, args.vbuckets, &args.users, args.load.seed);
     let listen: SocketAddr = tokio::net::lookup_host(&args.listen)
         .await
@@ -23,18 +28,26 @@ pub(crate) async fn run(args: ServeArgs, make_config: MakeConfig) -> Result<(), 
         .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| Failure(format!("cannot resolve --listen {}", args.listen)))?;
     let nodes = usize::from(args.nodes);
-    let server = ClusterServer::bind(listen, nodes, args.replicas, config)
+    let mut server = ClusterServer::bind(listen, nodes, args.replicas, config)
         .await
         .map_err(|err| {
             Failure(format!(
                 "cannot listen on {nodes} consecutive ports from {listen}: {err}; pick another with --listen, e.g. --listen 127.0.0.1:0"
             ))
         })?;
+    let tls_on = tls.is_some();
+    if let Some(tls) = tls {
+        server = server.with_tls(tls);
+    }
     let handle = server.handle();
     preload(&handle, args.preload, &args.load);
     let mut banner = format!(
-        "dcp serve: a local cluster of {nodes} nodes (bucket {:?}, {} vbuckets, {} replica(s), {} documents)\n",
-        args.bucket, args.vbuckets, args.replicas, args.preload
+        "dcp serve: a local cluster of {nodes} nodes (bucket {:?}, {} vbuckets, {} replica(s), {} documents){}\n",
+        args.bucket,
+        args.vbuckets,
+        args.replicas,
+        args.preload,
+        if tls_on { ", TLS only" } else { "" }
     );
     for (i, addr) in handle.node_addrs().iter().enumerate() {
         banner += &format!("  node {i}: {addr}\n");
@@ -45,8 +58,10 @@ pub(crate) async fn run(args: ServeArgs, make_config: MakeConfig) -> Result<(), 
     banner += &format!("  {connection_string}\n");
     banner += "stream it from another shell:\n";
     banner += &format!(
-        "  dcp tail {connection_string} --user {} --password {}\n",
-        user.0, user.1
+        "  dcp tail {connection_string} --user {} --password {}{}\n",
+        user.0,
+        user.1,
+        if tls_on { " --ca CA_FILE" } else { "" }
     );
     banner += "change the topology by typing here:\n";
     banner += crate::cluster_console::HELP;

@@ -49,16 +49,17 @@ struct Progress {
 /// Runs `dcp tail`.
 pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
     if let Some(address) = args.address.clone()
-        && address.starts_with("couchbase://")
+        && (address.starts_with("couchbase://") || address.starts_with("couchbases://"))
     {
-        if uses_tls(&args) {
-            return Err(Failure(
-                "TLS is not supported for couchbase:// clusters yet; stream one node with --tls"
-                    .to_owned(),
-            ));
-        }
+        // couchbases://, or couchbase:// with --ca/--tls: TLS to the seeds
+        // and to every node's kvSSL port.
+        let tls = if address.starts_with("couchbases://") || uses_tls(&args) {
+            Some(client_tls(&args)?)
+        } else {
+            None
+        };
         let name = args.name.clone().unwrap_or_else(default_name);
-        return crate::tail_cluster::run(args, &address, name).await;
+        return crate::tail_cluster::run(args, &address, name, tls).await;
     }
     let addr = match &args.address {
         Some(address) => normalize_address(address, uses_tls(&args))?,
@@ -389,13 +390,15 @@ fn uses_tls(args: &TailArgs) -> bool {
 }
 
 /// The TLS client configuration of `--ca` or `--tls-insecure`.
-fn client_tls(args: &TailArgs) -> Result<std::sync::Arc<dcp_tokio::rustls::ClientConfig>, Failure> {
+pub(crate) fn client_tls(
+    args: &TailArgs,
+) -> Result<std::sync::Arc<dcp_tokio::rustls::ClientConfig>, Failure> {
     let config = match (&args.ca, args.tls_insecure) {
         (_, true) => dcp_tokio::tls::insecure_client_config_for_testing(),
         (Some(ca), false) => dcp_tokio::tls::client_config_from_pem_file(ca),
         (None, false) => {
             return Err(Failure(
-                "--tls needs --ca FILE (the CA certificates to trust), or --tls-insecure for local testing".to_owned(),
+                "TLS (--tls, couchbases://) needs --ca FILE (the CA certificates to trust), or --tls-insecure for local testing".to_owned(),
             ));
         }
     };
@@ -413,11 +416,6 @@ fn server_name(addr: &str) -> &str {
 fn normalize_address(address: &str, tls: bool) -> Result<String, Failure> {
     let port = if tls { 11207 } else { 11210 };
     let mut rest = address.trim();
-    if rest.starts_with("couchbases://") {
-        return Err(Failure(
-            "TLS (couchbases://) is not supported yet; use the plain data port 11210".to_owned(),
-        ));
-    }
     if let Some(stripped) = rest.strip_prefix("couchbase://") {
         rest = stripped;
     }

@@ -1,7 +1,9 @@
-//! `dcp tail couchbase://h1,h2/bucket`: follow a whole cluster.
+//! `dcp tail couchbase://h1,h2/bucket` (or `couchbases://...`, TLS):
+//! follow a whole cluster.
 
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dcp_tokio::ClusterConnection;
@@ -9,6 +11,7 @@ use dcp_tokio::dcp_proto::auth::Credentials;
 use dcp_tokio::dcp_proto::cluster::{InitialStart, OrchestratorConfig, VbucketSelection};
 use dcp_tokio::dcp_proto::consumer::{ConsumerConfig, Event};
 use dcp_tokio::dcp_proto::session::Checkpoint;
+use dcp_tokio::rustls::ClientConfig;
 use tokio::time::Instant;
 
 use crate::args::{StartFrom, TailArgs, parse_vbuckets};
@@ -18,8 +21,13 @@ use crate::{Failure, checkpoint_file};
 const TICK: Duration = Duration::from_secs(1);
 
 /// Runs `dcp tail` against the cluster named by the connection string
-/// `address`.
-pub(crate) async fn run(args: TailArgs, address: &str, name: String) -> Result<(), Failure> {
+/// `address`, over TLS with `tls` if given.
+pub(crate) async fn run(
+    args: TailArgs,
+    address: &str,
+    name: String,
+    tls: Option<Arc<ClientConfig>>,
+) -> Result<(), Failure> {
     let mut saved = match &args.checkpoint {
         Some(path) => checkpoint_file::load(path)?.unwrap_or_default(),
         None => Checkpoint::new(),
@@ -39,9 +47,21 @@ pub(crate) async fn run(args: TailArgs, address: &str, name: String) -> Result<(
         let vbuckets = parse_vbuckets(&args.vbuckets, u16::MAX).map_err(Failure)?;
         settings = settings.with_vbuckets(VbucketSelection::only(vbuckets));
     }
-    let mut conn = ClusterConnection::connect(address, config, settings, saved.clone())
-        .await
-        .map_err(|err| Failure(format!("cannot bootstrap from {address}: {err}")))?;
+    let connected = match tls {
+        Some(tls) => {
+            ClusterConnection::connect_tls(address, tls, config, settings, saved.clone()).await
+        }
+        None => ClusterConnection::connect(address, config, settings, saved.clone()).await,
+    };
+    let mut conn = connected.map_err(|err| {
+        let hint = match err {
+            dcp_tokio::Error::Tls { .. } => {
+                " (are the seeds TLS ports, 11207 by default, and does --ca hold their CA?)"
+            }
+            _ => "",
+        };
+        Failure(format!("cannot bootstrap from {address}: {err}{hint}"))
+    })?;
     let bucket = conn
         .orchestrator()
         .config()
