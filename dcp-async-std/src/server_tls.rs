@@ -19,12 +19,12 @@ pub(crate) type Config = std::sync::Arc<rustls::ServerConfig>;
 /// One connection's TLS session.
 #[cfg(feature = "tls")]
 #[derive(Debug)]
-pub(crate) struct Session(dcp_tls::ServerSession);
+pub(crate) struct Session(dcp_proto::tls::ServerSession);
 
 #[cfg(feature = "tls")]
 impl Session {
     pub(crate) fn new(config: &Config) -> io::Result<Session> {
-        dcp_tls::ServerSession::new(std::sync::Arc::clone(config))
+        dcp_proto::tls::ServerSession::new(std::sync::Arc::clone(config))
             .map(Session)
             .map_err(io::Error::other)
     }

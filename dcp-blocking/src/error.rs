@@ -72,7 +72,7 @@ impl Error {
     #[cfg(feature = "tls")]
     pub fn rustls_error(&self) -> Option<&rustls::Error> {
         match self {
-            Error::Tls { source, .. } => dcp_tls::rustls_error(source),
+            Error::Tls { source, .. } => dcp_proto::tls::rustls_error(source),
             _ => None,
         }
     }

@@ -77,3 +77,5 @@ pub mod producer;
 pub mod session;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+#[cfg(feature = "tls")]
+pub mod tls;

@@ -51,7 +51,7 @@ impl ServerSession {
     ///
     /// Errors: the client broke TLS (not TLS at all, a bad record, an
     /// alert); the error wraps the [`rustls::Error`] (see
-    /// [`rustls_error`](crate::rustls_error)). The session is then over;
+    /// [`rustls_error`](crate::tls::rustls_error)). The session is then over;
     /// [`seal`](Self::seal) still yields the alert to send.
     pub fn receive(&mut self, mut raw: &[u8], plain: &mut BytesMut) -> io::Result<bool> {
         loop {
@@ -134,12 +134,15 @@ mod tests {
             .unwrap()
             .self_signed(&key)
             .unwrap();
-        let server_config =
-            crate::server_config_from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
-                .unwrap();
-        let client_config = crate::client_config_from_pem(cert.pem().as_bytes()).unwrap();
+        let server_config = crate::tls::server_config_from_pem(
+            cert.pem().as_bytes(),
+            key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        let client_config = crate::tls::client_config_from_pem(cert.pem().as_bytes()).unwrap();
         let mut client =
-            ClientConnection::new(client_config, crate::server_name("localhost").unwrap()).unwrap();
+            ClientConnection::new(client_config, crate::tls::server_name("localhost").unwrap())
+                .unwrap();
         client.set_buffer_limit(None);
         (ServerSession::new(server_config).unwrap(), client)
     }
@@ -222,7 +225,7 @@ mod tests {
         let err = server
             .receive(b"\x80\x1f\x00\x00 not TLS at all", &mut BytesMut::new())
             .unwrap_err();
-        assert!(crate::rustls_error(&err).is_some(), "{err:?}");
+        assert!(crate::tls::rustls_error(&err).is_some(), "{err:?}");
         let mut alert = BytesMut::new();
         server.seal(&mut alert).unwrap();
         assert!(!alert.is_empty());

@@ -1,9 +1,10 @@
-//! TLS configurations for the `dcp-proto` runtime adapters: rustls with the
-//! `ring` provider, client and server configurations built from PEM.
+//! TLS for the runtime adapters (feature `tls`): rustls with the `ring`
+//! provider, client and server configurations built from PEM, and a
+//! server-side session driven with byte buffers.
 //!
 //! Every adapter (`dcp-tokio`, `dcp-blocking`, `dcp-async-std`) re-exports
-//! these through its own `tls` module, with errors in its own `Error` type;
-//! this crate holds the one copy of the configuration code.
+//! these through its own `tls` module, with errors in its own `Error` type
+//! (and reads PEM files itself: nothing here touches the file system).
 //!
 //! - A client trusts the CA certificates of a PEM document
 //!   ([`client_config_from_pem`]) and verifies the server's name
@@ -14,18 +15,7 @@
 //!   (threads, or one task polling reads and writes) drives each
 //!   connection's TLS with a [`ServerSession`], a session fed and drained
 //!   with byte buffers.
-#![forbid(unsafe_code)]
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
 
-use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -40,8 +30,8 @@ pub use rustls;
 pub use session::ServerSession;
 
 /// A TLS configuration could not be built: a missing or malformed PEM
-/// certificate or key, a key that does not match its certificate, an
-/// unreadable file, or an invalid server name. The text says which.
+/// certificate or key, a key that does not match its certificate, or an
+/// invalid server name. The text says which.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
@@ -66,10 +56,6 @@ fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigError>
     Ok(certs)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|e| config_error(&path.display().to_string(), e))
-}
-
 /// A client configuration trusting the CA certificates of a PEM document
 /// (and only those).
 ///
@@ -87,14 +73,6 @@ pub fn client_config_from_pem(ca_pem: &[u8]) -> Result<Arc<ClientConfig>, Config
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
-}
-
-/// A client configuration trusting the CA certificates of a PEM file
-/// (see [`client_config_from_pem`]).
-pub fn client_config_from_pem_file(
-    path: impl AsRef<Path>,
-) -> Result<Arc<ClientConfig>, ConfigError> {
-    client_config_from_pem(&read(path.as_ref())?)
 }
 
 /// A client configuration that accepts **any** server certificate.
@@ -131,14 +109,6 @@ pub fn server_config_from_pem(
         .with_single_cert(chain, key)
         .map_err(|e| config_error("certificate and key", e))?;
     Ok(Arc::new(config))
-}
-
-/// A server configuration from PEM files (see [`server_config_from_pem`]).
-pub fn server_config_from_pem_files(
-    cert_chain: impl AsRef<Path>,
-    key: impl AsRef<Path>,
-) -> Result<Arc<ServerConfig>, ConfigError> {
-    server_config_from_pem(&read(cert_chain.as_ref())?, &read(key.as_ref())?)
 }
 
 /// Parses a server name (a DNS name or an IP address, IPv6 with or without
@@ -207,7 +177,6 @@ mod tests {
     fn bad_pem_and_names_are_errors() {
         assert!(client_config_from_pem(b"not a certificate").is_err());
         assert!(server_config_from_pem(b"", b"").is_err());
-        assert!(client_config_from_pem_file("/nonexistent/ca.pem").is_err());
         assert!(server_name("localhost").is_ok());
         assert!(server_name("127.0.0.1").is_ok());
         assert!(server_name("[::1]").is_ok());
