@@ -103,6 +103,9 @@ pub(crate) struct Durability {
     hidden: BTreeMap<u64, u64>,
     /// Completion seqno -> high completed seqno from then on.
     completions: BTreeMap<u64, u64>,
+    /// The bounds of the last garbage collection and the number of
+    /// entries then: nothing new to collect while they are unchanged.
+    last_gc: (u64, u64, usize),
 }
 
 /// A prepared-namespace item a backfill sends.
@@ -185,7 +188,7 @@ impl Durability {
     /// superseded aborts at or below `limit` (no memory checkpoint or
     /// running backfill reads below it).
     pub(crate) fn collect_garbage(&mut self, memory_low: u64, limit: u64) {
-        if self.entries.is_empty() {
+        if self.entries.is_empty() || self.last_gc == (memory_low, limit, self.entries.len()) {
             return;
         }
         let done = |s: Option<u64>| s.is_some_and(|s| s <= limit);
@@ -211,12 +214,15 @@ impl Durability {
                 self.latest.remove(&doc.key);
             }
         }
+        self.last_gc = (memory_low, limit, self.entries.len());
     }
 
     /// Drops the aborts at or below `up_to` that are the latest item of
     /// their key (compaction purges them like tombstones); returns the
-    /// highest purged seqno.
-    pub(crate) fn purge_aborts(&mut self, up_to: u64) -> u64 {
+    /// highest purged seqno. Aborts memory still holds (at or above
+    /// `memory_low`) stay: memory snapshots send them as aborts.
+    pub(crate) fn purge_aborts(&mut self, up_to: u64, memory_low: u64) -> u64 {
+        let up_to = up_to.min(memory_low.saturating_sub(1));
         let purged: Vec<u64> = self
             .entries
             .range(..=up_to)
@@ -861,7 +867,12 @@ mod tests {
         assert_eq!(seqnos(&vb, 3), vec![3]);
         assert_eq!(seqnos(&vb, 5), vec![4, 5]);
         // Aborts are purged like tombstones.
-        assert_eq!(vb.sync.purge_aborts(10), 4);
+        assert_eq!(
+            vb.sync.purge_aborts(10, vb.memory_low_seqno()),
+            0,
+            "in memory"
+        );
+        assert_eq!(vb.sync.purge_aborts(10, 11), 4);
         assert_eq!(seqnos(&vb, 5), vec![5]);
     }
 

@@ -218,7 +218,7 @@ impl VBucket {
 
     /// Purges tombstones at or below `up_to`; returns the purge seqno.
     pub(crate) fn purge(&mut self, up_to: u64) -> u64 {
-        let aborts = self.sync.purge_aborts(up_to);
+        let aborts = self.sync.purge_aborts(up_to, self.checkpoints.low_seqno());
         self.disk.raise_purge_seqno(aborts);
         self.disk.purge(up_to)
     }

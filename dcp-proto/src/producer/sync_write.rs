@@ -97,6 +97,8 @@ pub(crate) fn is_deletion(message: &Outgoing) -> bool {
 /// message, or nothing (a prepare or abort without sync writes).
 fn memory_message(vb: &VBucket, doc: Arc<Document>, sync_writes: bool) -> Option<Outgoing> {
     match vb.sync_record(doc.seqno) {
+        // A prepared-namespace seqno whose record is gone: never a change.
+        None if vb.max_visible_seqno(doc.seqno) != doc.seqno => None,
         None => Some(Outgoing::Item {
             doc,
             from_disk: false,
