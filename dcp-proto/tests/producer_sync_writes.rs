@@ -791,6 +791,26 @@ fn oso_with_seqno_advanced_covers_hidden_seqnos_at_the_end() {
 }
 
 #[test]
+fn closing_a_stream_discards_its_oso_backfill() {
+    let mut h = oso_node(small_memory(), true);
+    write_for_oso(&mut h);
+    let mut c = oso_client(&mut h, "close", "true");
+    assert_eq!(
+        h.control(&mut c, "send_stream_end_on_client_close_stream", "true"),
+        Status::Success
+    );
+    let o = h.opaque();
+    let (resp, _) = h.stream_req(&mut c, req(0, o));
+    assert!(resp.status().is_success());
+    // Part of the OSO snapshot goes out, then the client closes.
+    let first = h.recv_budget(&mut c, 1);
+    assert_eq!(view(&first), vec![M::OsoStart]);
+    let (status, rest) = h.close_stream(&mut c, 0);
+    assert_eq!(status, Status::Success);
+    assert_eq!(view(&rest), vec![M::End(1)]);
+}
+
+#[test]
 fn node_config_switch_defaults_off() {
     assert!(!NodeConfig::new("b").oso_for_unfiltered_streams);
 }

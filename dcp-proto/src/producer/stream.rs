@@ -237,7 +237,9 @@ impl Stream {
         if self.ending {
             return;
         }
-        if matches!(self.phase, Phase::Backfill { .. }) {
+        // An OSO backfill is a backfill buffer too (queued whole).
+        let oso_buffer = self.in_oso || self.ready.iter().any(|m| matches!(m, Outgoing::Oso(_)));
+        if matches!(self.phase, Phase::Backfill { .. }) || oso_buffer {
             self.ready.clear();
         }
         self.release(vb);
