@@ -2,7 +2,10 @@
 //! DCP stream, to compare with what a bucket holds.
 //!
 //! Apply every polled event; rollbacks truncate the view as an application
-//! must; a change that does not advance its vbucket's seqno is reported
+//! must; sync writes are applied as a replica does (a PREPARE is pending,
+//! invisible until its COMMIT makes it live at the commit seqno, or its
+//! ABORT drops it; a committed change of the key completes a pending
+//! prepare, as a disk snapshot sends commits as mutations); a change that does not advance its vbucket's seqno is reported
 //! (a duplicate or a replay without a rollback). Compare the result with the
 //! producer's bucket using [`live_documents`].
 //!
@@ -27,6 +30,26 @@ use crate::consumer::Event;
 /// Live documents of one vbucket: key → (seqno, value).
 pub type Live = BTreeMap<Bytes, (u64, Bytes)>;
 
+/// Pending prepares of one vbucket: key → (prepare seqno, value, or
+/// `None` for a prepared delete).
+pub type Pending = BTreeMap<Bytes, (u64, Option<Bytes>)>;
+
+/// The pending prepares of vbucket `vb` of `bucket`.
+pub fn pending_prepares(bucket: &Bucket, vb: u16) -> Pending {
+    bucket
+        .vbucket(vb)
+        .map(|v| {
+            v.pending_documents()
+                .iter()
+                .map(|d| {
+                    let value = (!d.is_deleted()).then(|| d.body());
+                    (d.key.clone(), (d.seqno, value))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The live documents of vbucket `vb` of `bucket`.
 pub fn live_documents(bucket: &Bucket, vb: u16) -> Live {
     bucket
@@ -38,6 +61,16 @@ pub fn live_documents(bucket: &Bucket, vb: u16) -> Live {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The max visible seqno of every vbucket of `bucket` (its high seqno
+/// without trailing prepares and aborts): what a stream without sync
+/// writes reaches.
+pub fn visible_high_seqnos(bucket: &Bucket) -> Vec<u64> {
+    bucket
+        .vbuckets()
+        .map(|vb| vb.max_visible_seqno(vb.high_seqno()))
+        .collect()
 }
 
 /// The high seqno of every vbucket of `bucket`, in vbucket order.
@@ -82,6 +115,15 @@ pub struct OutOfOrder {
 /// The versions of one key: (seqno, value or `None` for a delete).
 type Versions = Vec<(u64, Option<Bytes>)>;
 
+/// One prepare received: its seqno, value (`None`: a prepared delete) and
+/// the seqno that completed it.
+#[derive(Debug, Clone)]
+struct Prepared {
+    seqno: u64,
+    value: Option<Bytes>,
+    completed_at: Option<u64>,
+}
+
 /// What a consumer applied: the latest version of every key, per vbucket.
 #[derive(Debug, Clone, Default)]
 pub struct MaterializedView {
@@ -93,11 +135,98 @@ pub struct MaterializedView {
     pub changes: u64,
     /// Rollbacks obeyed: (vbucket, seqno).
     pub rollbacks: Vec<(u16, u64)>,
+    /// Prepares received per key, oldest first.
+    prepared: HashMap<(u16, Bytes), Vec<Prepared>>,
+    /// COMMITs whose prepare was never received (a producer bug in memory
+    /// snapshots: the value is unknown).
+    pub orphan_commits: u64,
+    /// Sync-write messages applied (prepares, commits, aborts).
+    pub sync_changes: u64,
+    /// Vbuckets inside an OSO snapshot: (seqno before it, max seen).
+    oso: HashMap<u16, (u64, u64)>,
 }
 
 impl MaterializedView {
     /// Applies one event (changes and rollbacks; other events are ignored).
     pub fn apply(&mut self, event: &Event) -> Result<(), OutOfOrder> {
+        match event {
+            Event::Prepare(p, _) => {
+                self.advance(p.vbucket, p.by_seqno)?;
+                self.sync_changes += 1;
+                let value = (!p.deleted).then(|| p.value.clone());
+                self.prepared
+                    .entry((p.vbucket, p.key.clone()))
+                    .or_default()
+                    .push(Prepared {
+                        seqno: p.by_seqno,
+                        value,
+                        completed_at: None,
+                    });
+                return Ok(());
+            }
+            Event::Commit(c, _) => {
+                self.advance(c.vbucket, c.commit_seqno)?;
+                self.sync_changes += 1;
+                let found = self
+                    .prepared
+                    .get_mut(&(c.vbucket, c.key.clone()))
+                    .and_then(|v| {
+                        v.iter_mut()
+                            .find(|p| p.seqno == c.prepared_seqno && p.completed_at.is_none())
+                    })
+                    .map(|p| {
+                        p.completed_at = Some(c.commit_seqno);
+                        p.value.clone()
+                    });
+                match found {
+                    Some(value) => {
+                        self.changes += 1;
+                        self.docs
+                            .entry((c.vbucket, c.key.clone()))
+                            .or_default()
+                            .push((c.commit_seqno, value));
+                    }
+                    None => self.orphan_commits += 1,
+                }
+                return Ok(());
+            }
+            Event::OsoSnapshot(m, _) => {
+                let last = self.last_seqno(m.vbucket);
+                if m.is_start() {
+                    self.oso.insert(m.vbucket, (last, last));
+                }
+                if m.is_end()
+                    && let Some((_, max)) = self.oso.remove(&m.vbucket)
+                {
+                    self.last_seqno.insert(m.vbucket, max.max(last));
+                }
+                return Ok(());
+            }
+            Event::SeqnoAdvanced(m, _) => {
+                match self.oso.get_mut(&m.vbucket) {
+                    Some((_, max)) => *max = (*max).max(m.seqno),
+                    None => {
+                        let last = self.last_seqno.entry(m.vbucket).or_default();
+                        *last = (*last).max(m.seqno);
+                    }
+                }
+                return Ok(());
+            }
+            Event::Abort(a, _) => {
+                self.advance(a.vbucket, a.abort_seqno)?;
+                self.sync_changes += 1;
+                // An abort without its prepare is fine (disk snapshots).
+                if let Some(p) = self
+                    .prepared
+                    .get_mut(&(a.vbucket, a.key.clone()))
+                    .and_then(|v| v.iter_mut().find(|p| p.completed_at.is_none()))
+                {
+                    p.completed_at = Some(a.abort_seqno);
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
         let (vbucket, key, seqno, value) = match event {
             Event::Mutation(m, _) => (m.vbucket, &m.key, m.by_seqno, Some(m.value.clone())),
             Event::Deletion(d, _) => (d.vbucket, &d.key, d.by_seqno, None),
@@ -110,11 +239,54 @@ impl MaterializedView {
                     }
                 }
                 self.docs.retain(|_, versions| !versions.is_empty());
+                for ((vb, _), prepares) in self.prepared.iter_mut() {
+                    if *vb == *vbucket {
+                        prepares.retain(|p| p.seqno <= *seqno);
+                        for p in prepares.iter_mut() {
+                            if p.completed_at.is_some_and(|c| c > *seqno) {
+                                p.completed_at = None;
+                            }
+                        }
+                    }
+                }
+                self.prepared.retain(|_, prepares| !prepares.is_empty());
+                self.oso.remove(vbucket);
                 self.last_seqno.insert(*vbucket, *seqno);
                 return Ok(());
             }
             _ => return Ok(()),
         };
+        self.advance(vbucket, seqno)?;
+        self.changes += 1;
+        // A committed change completes a pending prepare of the key (a
+        // disk snapshot sends the commit as a mutation).
+        if let Some(prepares) = self.prepared.get_mut(&(vbucket, key.clone())) {
+            for p in prepares.iter_mut() {
+                if p.completed_at.is_none() && p.seqno < seqno {
+                    p.completed_at = Some(seqno);
+                }
+            }
+        }
+        self.docs
+            .entry((vbucket, key.clone()))
+            .or_default()
+            .push((seqno, value));
+        Ok(())
+    }
+
+    fn advance(&mut self, vbucket: u16, seqno: u64) -> Result<(), OutOfOrder> {
+        if let Some((before, max)) = self.oso.get_mut(&vbucket) {
+            // Inside an OSO snapshot: any order, above the pre-OSO seqno.
+            if seqno <= *before {
+                return Err(OutOfOrder {
+                    vbucket,
+                    seqno,
+                    last: *before,
+                });
+            }
+            *max = (*max).max(seqno);
+            return Ok(());
+        }
         let last = self.last_seqno.entry(vbucket).or_default();
         if seqno <= *last {
             return Err(OutOfOrder {
@@ -124,12 +296,24 @@ impl MaterializedView {
             });
         }
         *last = seqno;
-        self.changes += 1;
-        self.docs
-            .entry((vbucket, key.clone()))
-            .or_default()
-            .push((seqno, value));
         Ok(())
+    }
+
+    /// Pending prepares of `vb`: key → (prepare seqno, value).
+    pub fn pending(&self, vb: u16) -> Pending {
+        self.prepared
+            .iter()
+            .filter(|((v, _), _)| *v == vb)
+            .filter_map(|((_, key), prepares)| {
+                let p = prepares.iter().rev().find(|p| p.completed_at.is_none())?;
+                Some((key.clone(), (p.seqno, p.value.clone())))
+            })
+            .collect()
+    }
+
+    /// The first vbucket whose pending prepares differ from `bucket`'s.
+    pub fn first_pending_difference(&self, bucket: &Bucket) -> Option<u16> {
+        (0..bucket.num_vbuckets()).find(|&vb| self.pending(vb) != pending_prepares(bucket, vb))
     }
 
     /// The last seqno applied for `vb`.

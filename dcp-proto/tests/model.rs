@@ -7,7 +7,10 @@
 //! withheld then given; streams closed (with and without STREAM_END on
 //! close) and reopened, endless or up to the current high seqno; with and
 //! without Snappy (every value compressed by the node, decompressed by the
-//! consumer).
+//! consumer); durable writes whose prepares stay pending until committed
+//! or aborted (the consumer, without sync writes, sees only commits, as
+//! mutations or deletions, and snapshots ending at their max visible
+//! seqno).
 //!
 //! The harness plays the network (four byte buffers, cut where the schedule
 //! says) and the application: it builds its view of the bucket only from
@@ -57,8 +60,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use dcp_proto::auth::Credentials;
-use dcp_proto::bucket::{Bucket, BucketConfig, Document, DocumentKind, VBucket, WriteOptions};
-use dcp_proto::codec::{Frame, FrameDecoder, Opcode, Status};
+use dcp_proto::bucket::{
+    Bucket, BucketConfig, Document, DocumentKind, StoreMode, SyncWriteMode, VBucket, WriteOptions,
+};
+use dcp_proto::codec::{DurabilityLevel, Frame, FrameDecoder, Opcode, Status};
 use dcp_proto::consumer::{
     Consumer, ConsumerConfig, ConsumerError, ControlSetting, Credit, Event, RollbackMode,
     SnappyMode, StreamStart,
@@ -160,6 +165,17 @@ enum Op {
     Expire {
         key: u8,
     },
+    /// A durable SET (or DELETE): a prepare, pending until completed.
+    Durable {
+        key: u8,
+        len: u16,
+        delete: bool,
+    },
+    /// The pending prepare of the key commits (or aborts).
+    Complete {
+        key: u8,
+        commit: bool,
+    },
     /// The clock moves (timers run, the expiry pager runs).
     Tick {
         ms: u16,
@@ -225,6 +241,10 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(key, len, ttl)| Op::Set { key, len, ttl }),
         3 => key.prop_map(|key| Op::Delete { key }),
         1 => key.prop_map(|key| Op::Expire { key }),
+        2 => (key, 0u16..80, prop_oneof![4 => Just(false), 1 => Just(true)])
+            .prop_map(|(key, len, delete)| Op::Durable { key, len, delete }),
+        2 => (key, prop_oneof![3 => Just(true), 1 => Just(false)])
+            .prop_map(|(key, commit)| Op::Complete { key, commit }),
         2 => (0u16..5_000).prop_map(|ms| Op::Tick { ms }),
         4 => (1u16..400).prop_map(|bytes| Op::Pump { bytes }),
         3 => Just(Op::Settle),
@@ -344,9 +364,13 @@ impl Oracle {
                 .map(|d| (d.key.clone(), Version::of(d)))
                 .collect();
             new.sort_by_key(|(_, v)| v.seqno);
+            // Prepares and aborts take seqnos but are no version.
+            let visible = (high + 1..=vb.high_seqno())
+                .filter(|&s| vb.max_visible_seqno(s) == s)
+                .count();
             assert_eq!(
-                new.len() as u64,
-                vb.high_seqno() - high,
+                new.len(),
+                visible,
                 "oracle: vbucket {i} changed by more than one version per key"
             );
             self.branches[i].last_mut().unwrap().extend(new);
@@ -598,6 +622,7 @@ impl Model {
         let now = Instant::now();
         let mut node = Node::new(config);
         node.wall_clock(now);
+        node.bucket_mut().set_sync_write_mode(SyncWriteMode::Hold);
         let starts = vec![StreamStart::Beginning; usize::from(shape.vbuckets)];
         let link = Link::connect(&mut node, &shape, now, starts);
         let data = Durable {
@@ -642,6 +667,26 @@ impl Model {
             }
             Op::Delete { key } => self.write(key, |b, k, now| b.delete(k, 0, now).is_ok()),
             Op::Expire { key } => self.write(key, |b, k, now| b.expire(k, now).is_ok()),
+            Op::Durable { key, len, delete } => {
+                self.writes += 1;
+                let value = format!("d{}:{}", self.writes, "y".repeat(usize::from(len)));
+                let level = DurabilityLevel::Majority;
+                self.write(key, |b, k, now| {
+                    if delete {
+                        b.durable_delete(k, 0, level, now).is_ok()
+                    } else {
+                        b.durable_store(StoreMode::Set, k, value, WriteOptions::new(), level, now)
+                            .is_ok()
+                    }
+                });
+            }
+            Op::Complete { key, commit } => self.write(key, |b, k, now| {
+                if commit {
+                    b.commit_sync_write(k, now).is_ok()
+                } else {
+                    b.abort_sync_write(k, now).is_ok()
+                }
+            }),
             Op::Tick { ms } => self.tick(u64::from(ms)),
             Op::Pump { bytes } => {
                 self.step(usize::from(bytes));
@@ -1381,8 +1426,19 @@ impl Model {
         }
         assert!(
             self.caught_up(),
-            "never caught up: {:?}",
-            self.link.consumer.stats()
+            "never caught up: {:?} {:?}",
+            self.link.consumer.stats(),
+            (0..self.vbuckets())
+                .map(|vb| {
+                    let b = self.node.bucket().vbucket(vb).unwrap();
+                    (
+                        b.high_seqno(),
+                        b.max_visible_seqno(b.high_seqno()),
+                        self.link.consumer.position(vb).map(|p| p.last_seqno),
+                        self.streams.get(&vb).map(|s| s.marker),
+                    )
+                })
+                .collect::<Vec<_>>()
         );
         // I9: after quiescence less than the threshold waits for an ack ...
         let window = u64::from(self.shape.window);
@@ -1418,11 +1474,15 @@ impl Model {
             && self.link.up.is_empty()
             && self.link.down.is_empty()
             && (0..self.vbuckets()).all(|vb| {
-                let high = self.node.bucket().vbucket(vb).unwrap().high_seqno();
+                // Without sync writes a stream reaches the max visible
+                // seqno: trailing prepares and aborts are never sent (a
+                // rollback may still put it on one of them).
+                let bucket = self.node.bucket().vbucket(vb).unwrap();
+                let done = bucket.max_visible_seqno(bucket.high_seqno())..=bucket.high_seqno();
                 let last = self.link.consumer.position(vb).unwrap().last_seqno;
-                self.streams
-                    .get(&vb)
-                    .is_some_and(|s| last == high || s.marker.is_some_and(|(_, end)| end == high))
+                self.streams.get(&vb).is_some_and(|s| {
+                    done.contains(&last) || s.marker.is_some_and(|(_, end)| done.contains(&end))
+                })
             })
     }
 

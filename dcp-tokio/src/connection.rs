@@ -250,6 +250,14 @@ impl Connection {
         Ok(self.consumer.request_cluster_config()?)
     }
 
+    /// Sends SEQNO_ACKNOWLEDGED for the open stream of `vbucket`: the
+    /// highest prepare seqno held (needs `ConsumerConfig::sync_writes`).
+    pub fn acknowledge_prepared(&mut self, vbucket: u16, prepared_seqno: u64) -> Result<(), Error> {
+        Ok(self
+            .consumer
+            .acknowledge_prepared(vbucket, prepared_seqno)?)
+    }
+
     /// Gives an event's flow-control credit back: the application is done
     /// with it. (Not needed with `ConsumerConfig::auto_ack`.)
     pub fn ack(&mut self, credit: Credit) {

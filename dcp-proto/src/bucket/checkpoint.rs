@@ -8,7 +8,7 @@
 //! Inside a checkpoint a key appears at most once: writing a key again
 //! removes its older version from the checkpoint (deduplication).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -25,6 +25,9 @@ struct Checkpoint {
     items: BTreeMap<u64, Arc<Document>>,
     /// Key -> the seqno of its version in `items`.
     keys: HashMap<Bytes, u64>,
+    /// Keys with a prepare or abort in `items` (the prepared namespace,
+    /// never deduplicated).
+    prepared_keys: HashSet<Bytes>,
 }
 
 impl Checkpoint {
@@ -33,6 +36,7 @@ impl Checkpoint {
             start,
             items: BTreeMap::new(),
             keys: HashMap::new(),
+            prepared_keys: HashSet::new(),
         }
     }
 }
@@ -98,6 +102,30 @@ impl Checkpoints {
         if let Some(old) = open.keys.insert(item.key.clone(), seqno) {
             open.items.remove(&old);
         }
+        open.items.insert(seqno, item);
+        if open.items.len() >= self.max_items {
+            self.list.push_back(Checkpoint::new(seqno + 1));
+        }
+        self.trim();
+    }
+
+    /// Adds a prepare or an abort (the prepared namespace): it never
+    /// deduplicates a committed item of its key, and a second prepared
+    /// item of a key closes the open checkpoint first, as prepares are
+    /// never deduplicated.
+    pub(crate) fn queue_prepared(&mut self, item: Arc<Document>) {
+        let seqno = item.seqno;
+        if self
+            .list
+            .back()
+            .is_some_and(|open| open.prepared_keys.contains(&item.key))
+        {
+            self.list.push_back(Checkpoint::new(seqno));
+        }
+        let Some(open) = self.list.back_mut() else {
+            return;
+        };
+        open.prepared_keys.insert(item.key.clone());
         open.items.insert(seqno, item);
         if open.items.len() >= self.max_items {
             self.list.push_back(Checkpoint::new(seqno + 1));

@@ -149,6 +149,17 @@ impl Disk {
         }
     }
 
+    /// The lowest pinned snapshot end, if a backfill runs.
+    pub(crate) fn lowest_pin(&self) -> Option<u64> {
+        self.pins.first_key_value().map(|(&end, _)| end)
+    }
+
+    /// Raises the purge seqno to `seqno` (purged items outside this
+    /// store: aborted sync writes).
+    pub(crate) fn raise_purge_seqno(&mut self, seqno: u64) {
+        self.purge_seqno = self.purge_seqno.max(seqno);
+    }
+
     /// Releases every pin (a copy of the vbucket installed on another node
     /// carries none of this node's backfills).
     pub(crate) fn unpin_all(&mut self) {

@@ -45,6 +45,12 @@ pub enum BucketError {
     /// Malformed arguments (empty or over-long key, bad xattrs, CAS on ADD).
     #[error("invalid arguments: {0}")]
     Invalid(&'static str),
+    /// A sync write of the key is in progress (its prepare is pending).
+    #[error("a synchronous write of the key is in progress")]
+    SyncWriteInProgress,
+    /// The durability level is not one of the three known ones.
+    #[error("invalid durability level")]
+    DurabilityInvalidLevel,
     /// A vbucket state this model does not know.
     #[error("invalid vbucket state {0}")]
     InvalidState(VbucketState),
@@ -64,6 +70,8 @@ impl BucketError {
             BucketError::DeltaBadValue => Status::DeltaBadval,
             BucketError::ValueTooLarge { .. } => Status::E2big,
             BucketError::Invalid(_) | BucketError::InvalidState(_) => Status::Einval,
+            BucketError::SyncWriteInProgress => Status::SyncWriteInProgress,
+            BucketError::DurabilityInvalidLevel => Status::DurabilityInvalidLevel,
         }
     }
 }

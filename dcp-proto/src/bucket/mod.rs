@@ -32,6 +32,7 @@
 mod checkpoint;
 mod disk;
 mod document;
+mod durability;
 mod error;
 mod hash;
 mod rng;
@@ -44,6 +45,8 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 
 pub use document::{Document, DocumentKind};
+pub(crate) use durability::{Completion, PreparedItem, SyncRecord};
+pub use durability::{SyncWriteInfo, SyncWriteMode, SyncWriteOutcome};
 pub use error::BucketError;
 pub use hash::vbucket_for_key;
 pub(crate) use rng::Rng;
@@ -131,6 +134,10 @@ pub struct Bucket {
     touched: BTreeSet<u16>,
     /// State changes and failovers since the node last looked.
     events: Vec<BucketEvent>,
+    /// When prepares complete.
+    sync_mode: SyncWriteMode,
+    /// Sync writes completed since the node last looked.
+    completions: Vec<Completion>,
 }
 
 impl Bucket {
@@ -154,6 +161,8 @@ impl Bucket {
             memory_full: false,
             touched: BTreeSet::new(),
             events: Vec::new(),
+            sync_mode: SyncWriteMode::default(),
+            completions: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::checkpoint::{Batch, Checkpoints};
 use super::disk::{Disk, Scan};
 use super::document::Document;
+use super::durability::Durability;
 use crate::failover::push_branch;
 use crate::msg::{FailoverEntry, FailoverLog, VbucketState};
 
@@ -24,6 +25,8 @@ pub struct VBucket {
     /// Highest CAS handed out (hybrid logical clock).
     pub(super) max_cas: u64,
     pub(super) warming_up: bool,
+    /// Sync writes: prepares, commits, aborts (see [`super::durability`]).
+    pub(super) sync: Durability,
 }
 
 /// Seconds and nanoseconds since the Unix epoch (0 before it).
@@ -52,6 +55,7 @@ impl VBucket {
             disk: Disk::default(),
             max_cas: 0,
             warming_up: false,
+            sync: Durability::default(),
         }
     }
 
@@ -149,6 +153,7 @@ impl VBucket {
         self.disk.insert(Arc::clone(&doc));
         self.checkpoints.queue(Arc::clone(&doc));
         self.disk.collect_garbage(self.checkpoints.low_seqno());
+        self.collect_sync_garbage();
         doc
     }
 
@@ -171,6 +176,7 @@ impl VBucket {
     pub(crate) fn unpin(&mut self, end: u64) {
         self.disk.unpin(end);
         self.disk.collect_garbage(self.checkpoints.low_seqno());
+        self.collect_sync_garbage();
     }
 
     /// Changes the state. Becoming active from another state starts a new
@@ -216,6 +222,7 @@ impl VBucket {
     /// branch)` and becomes active with empty memory.
     fn promote(&mut self, new_high: u64, branch: u64, new_uuid: u64) -> FailoverEntry {
         self.disk.truncate(new_high);
+        self.sync.truncate(new_high);
         self.checkpoints.reset(new_high);
         self.high_seqno = new_high;
         push_branch(&mut self.failover, new_uuid, branch);
@@ -228,6 +235,8 @@ impl VBucket {
 
     /// Purges tombstones at or below `up_to`; returns the purge seqno.
     pub(crate) fn purge(&mut self, up_to: u64) -> u64 {
+        let aborts = self.sync.purge_aborts(up_to, self.checkpoints.low_seqno());
+        self.disk.raise_purge_seqno(aborts);
         self.disk.purge(up_to)
     }
 }

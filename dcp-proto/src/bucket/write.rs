@@ -110,7 +110,10 @@ pub(crate) fn absolute_expiry(expiry: u32, now_unix: u64) -> u32 {
 
 /// The datatype to store `value` with: XATTR as sent (validated), JSON if
 /// the body is JSON.
-fn stored_datatype(value: &Bytes, sent: Option<Datatype>) -> Result<Datatype, BucketError> {
+pub(super) fn stored_datatype(
+    value: &Bytes,
+    sent: Option<Datatype>,
+) -> Result<Datatype, BucketError> {
     let sent = sent.unwrap_or(Datatype::RAW);
     if sent.is_snappy() || !sent.is_valid() {
         return Err(BucketError::Invalid("unsupported datatype"));
@@ -133,7 +136,7 @@ fn is_json(body: &[u8]) -> bool {
     !body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
 
-fn check_key(key: &[u8]) -> Result<(), BucketError> {
+pub(super) fn check_key(key: &[u8]) -> Result<(), BucketError> {
     if key.is_empty() {
         Err(BucketError::Invalid("empty key"))
     } else if key.len() > MAX_KEY_LEN {
@@ -152,7 +155,7 @@ fn parse_counter(body: &[u8]) -> Option<u64> {
 }
 
 impl VBucket {
-    fn require_active(&self) -> Result<(), BucketError> {
+    pub(super) fn require_active(&self) -> Result<(), BucketError> {
         if self.warming_up {
             return Err(BucketError::TemporaryFailure(self.id));
         }
@@ -176,13 +179,17 @@ impl VBucket {
 
     /// The live document under `key` at `now`; an expired one is expired
     /// first (a new seqno), as a read does on a data node.
-    fn live(&mut self, key: &[u8], now: SystemTime) -> Option<Arc<Document>> {
+    pub(super) fn live(&mut self, key: &[u8], now: SystemTime) -> Option<Arc<Document>> {
         let doc = Arc::clone(self.disk.get(key)?);
         if doc.is_deleted() {
             return None;
         }
         if doc.is_expired(unix_secs(now)) {
-            self.tombstone(&doc, DocumentKind::Expiration, now);
+            // Not while a sync write of the key is pending (its commit
+            // decides the next version).
+            if !self.sync.is_pending(key) {
+                self.tombstone(&doc, DocumentKind::Expiration, now);
+            }
             return None;
         }
         Some(doc)
@@ -246,11 +253,11 @@ impl VBucket {
     }
 
     /// The rev seqno a new version of `key` gets.
-    fn next_rev(&self, key: &[u8]) -> u64 {
+    pub(super) fn next_rev(&self, key: &[u8]) -> u64 {
         self.disk.get(key).map_or(1, |d| d.rev_seqno + 1)
     }
 
-    fn check_cas(existing: Option<&Arc<Document>>, cas: u64) -> Result<(), BucketError> {
+    pub(super) fn check_cas(existing: Option<&Arc<Document>>, cas: u64) -> Result<(), BucketError> {
         match (existing, cas) {
             (_, 0) => Ok(()),
             (None, _) => Err(BucketError::KeyNotFound),
@@ -271,6 +278,7 @@ impl VBucket {
     ) -> Result<MutationInfo, BucketError> {
         check_key(&key)?;
         self.require_active()?;
+        self.check_no_sync_write(&key)?;
         if value.len() > max_value {
             return Err(BucketError::ValueTooLarge {
                 len: value.len(),
@@ -312,6 +320,7 @@ impl VBucket {
     ) -> Result<MutationInfo, BucketError> {
         check_key(key)?;
         self.require_active()?;
+        self.check_no_sync_write(key)?;
         let existing = self.live(key, now).ok_or(BucketError::KeyNotFound)?;
         Self::check_cas(Some(&existing), cas)?;
         let doc = self.tombstone(&existing, DocumentKind::Deletion, now);
@@ -327,6 +336,7 @@ impl VBucket {
     ) -> Result<MutationInfo, BucketError> {
         check_key(key)?;
         self.require_active()?;
+        self.check_no_sync_write(key)?;
         let existing = self.live(key, now).ok_or(BucketError::KeyNotFound)?;
         let doc = self.tombstone(&existing, DocumentKind::Expiration, now);
         Ok(self.info(&doc))
@@ -342,7 +352,7 @@ impl VBucket {
         let due: Vec<Arc<Document>> = self
             .disk
             .latest()
-            .filter(|d| d.is_expired(secs))
+            .filter(|d| d.is_expired(secs) && !self.sync.is_pending(&d.key))
             .cloned()
             .collect();
         for doc in &due {
@@ -363,6 +373,7 @@ impl VBucket {
     ) -> Result<MutationInfo, BucketError> {
         check_key(&key)?;
         self.require_active()?;
+        self.check_no_sync_write(&key)?;
         let existing = self.live(&key, now).ok_or(BucketError::NotStored)?;
         Self::check_cas(Some(&existing), cas)?;
         let xattrs = existing.xattrs();
@@ -430,6 +441,7 @@ impl VBucket {
     ) -> Result<(u64, MutationInfo), BucketError> {
         check_key(&key)?;
         self.require_active()?;
+        self.check_no_sync_write(&key)?;
         let existing = self.live(&key, now);
         Self::check_cas(existing.as_ref(), cas)?;
         let (value, flags, expiry, xattr_section) = match &existing {
@@ -486,6 +498,7 @@ impl VBucket {
     ) -> Result<Arc<Document>, BucketError> {
         check_key(key)?;
         self.require_active()?;
+        self.check_no_sync_write(key)?;
         let existing = self.live(key, now).ok_or(BucketError::KeyNotFound)?;
         Ok(self.commit(
             Document {

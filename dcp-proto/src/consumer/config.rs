@@ -126,6 +126,16 @@ pub struct ConsumerConfig {
     /// Ask for DCP_EXPIRATION messages (needs include-delete-times in
     /// `open_flags`; otherwise expiries arrive as deletions).
     pub enable_expiry_opcode: bool,
+    /// Ask for synchronous writes (`enable_sync_writes` and
+    /// `consumer_name` = the connection name): PREPARE, COMMIT and ABORT
+    /// then arrive as [`Event::Prepare`](super::Event::Prepare),
+    /// [`Event::Commit`](super::Event::Commit) and
+    /// [`Event::Abort`](super::Event::Abort), markers carry the max visible
+    /// seqno, and [`Consumer::acknowledge_prepared`](super::Consumer::acknowledge_prepared)
+    /// may report what was received. Without it prepares and aborts are
+    /// never sent and commits arrive as mutations. The producer refuses it
+    /// together with stream ids.
+    pub sync_writes: bool,
     /// Ask the producer for STREAM_END(Closed) after a close (otherwise it
     /// is synthesized when the close is acknowledged).
     pub send_stream_end_on_close: bool,
@@ -171,6 +181,7 @@ impl ConsumerConfig {
             auto_ack: false,
             rollback: RollbackMode::Automatic,
             enable_expiry_opcode: false,
+            sync_writes: false,
             send_stream_end_on_close: true,
             controls: Vec::new(),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
@@ -226,6 +237,12 @@ impl ConsumerConfig {
     /// Adds DCP_OPEN flags (Producer is always set).
     pub fn with_open_flags(mut self, flags: OpenFlags) -> Self {
         self.open_flags |= flags;
+        self
+    }
+
+    /// Asks for synchronous writes (see [`sync_writes`](Self::sync_writes)).
+    pub fn with_sync_writes(mut self, sync_writes: bool) -> Self {
+        self.sync_writes = sync_writes;
         self
     }
 

@@ -188,6 +188,9 @@ pub enum CommandError {
     /// No stream for the vbucket.
     #[error("vbucket {0} has no stream")]
     NoStream(u16),
+    /// Sync writes were not negotiated.
+    #[error("synchronous writes are not enabled on this connection")]
+    SyncWritesOff,
     /// The stream is not waiting for a rollback confirmation.
     #[error("vbucket {0} is not waiting for a rollback confirmation")]
     NoRollbackPending(u16),

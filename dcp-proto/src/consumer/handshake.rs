@@ -41,6 +41,9 @@ pub struct Negotiated {
     pub stream_end_on_close: bool,
     /// Expiries arrive as DCP_EXPIRATION.
     pub expiry_opcode: bool,
+    /// Synchronous writes are on (`enable_sync_writes` and
+    /// `consumer_name` accepted).
+    pub sync_writes: bool,
     /// Optional controls the producer refused.
     pub refused_controls: Vec<String>,
 }
@@ -52,6 +55,8 @@ enum ControlRole {
     BufferSize,
     StreamEndOnClose,
     ExpiryOpcode,
+    SyncWrites,
+    ConsumerName,
     User,
 }
 
@@ -130,6 +135,16 @@ fn controls(config: &ConsumerConfig) -> Vec<(ControlSetting, ControlRole)> {
         out.push((
             ControlSetting::optional("enable_expiry_opcode", "true"),
             ControlRole::ExpiryOpcode,
+        ));
+    }
+    if config.sync_writes {
+        out.push((
+            ControlSetting::required("enable_sync_writes", "true"),
+            ControlRole::SyncWrites,
+        ));
+        out.push((
+            ControlSetting::required("consumer_name", config.connection_name.clone()),
+            ControlRole::ConsumerName,
         ));
     }
     out.extend(
@@ -433,6 +448,9 @@ impl Handshake {
                     .open_flags
                     .contains(OpenFlags::INCLUDE_DELETE_TIMES)
             }
+            // Both must be accepted (both are required controls).
+            ControlRole::SyncWrites => {}
+            ControlRole::ConsumerName => self.negotiated.sync_writes = true,
             ControlRole::User => {}
         }
     }

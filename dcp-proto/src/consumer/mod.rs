@@ -518,6 +518,39 @@ impl Consumer {
         }
     }
 
+    /// Sends SEQNO_ACKNOWLEDGED for the open stream of `vbucket`: the
+    /// highest prepare seqno this consumer holds (as a replica reports its
+    /// high prepared seqno at snapshot ends). Needs
+    /// [`ConsumerConfig::sync_writes`]; the producer sends no response on
+    /// success.
+    pub fn acknowledge_prepared(
+        &mut self,
+        vbucket: u16,
+        prepared_seqno: u64,
+    ) -> Result<(), CommandError> {
+        let negotiated = self.negotiated().ok_or(CommandError::Closed)?;
+        if !negotiated.sync_writes {
+            return Err(CommandError::SyncWritesOff);
+        }
+        let opaque = match self
+            .vbuckets
+            .get(&vbucket)
+            .and_then(|vb| vb.stream.as_ref())
+            .map(|s| s.state.clone())
+        {
+            Some(StreamState::Open { opaque }) => opaque,
+            _ => return Err(CommandError::NoStream(vbucket)),
+        };
+        let ack = crate::msg::SeqnoAcknowledged {
+            vbucket,
+            opaque,
+            prepared_seqno,
+        };
+        self.out
+            .queue(&Message::SeqnoAcknowledged(ack))
+            .map_err(|_| CommandError::Closed)
+    }
+
     /// Asks for a vbucket's failover log; the answer arrives as
     /// [`Event::FailoverLog`].
     pub fn request_failover_log(&mut self, vbucket: u16) -> Result<(), CommandError> {

@@ -25,6 +25,9 @@
 //! | `memory_full` | `{"on":true}` | `{}` |
 //! | `expire_due` | `{}` | `{"expired":N}` |
 //! | `end_streams` | `{"vb":5,"reason":4}` | `{}` |
+//! | `sync_write_mode` | `{"hold":true}` (prepares stay pending) | `{}` |
+//! | `commit_pending` | `{"key":"k"}`, `{"vb":5}` or `{}` (all) | `{"completed":N}` |
+//! | `abort_pending` | same as `commit_pending` | `{"completed":N}` |
 //!
 //! [`AdminCommand`] builds these frames.
 
@@ -109,6 +112,31 @@ pub enum AdminCommand {
         /// The reason code (e.g. 4 Slow, 5 BackfillFailed, 7 FilterEmpty).
         reason: u32,
     },
+    /// [`Bucket::set_sync_write_mode`](crate::bucket::Bucket::set_sync_write_mode):
+    /// hold prepares pending (true) or commit them at once.
+    SyncWriteMode {
+        /// Hold (true) or commit at once.
+        hold: bool,
+    },
+    /// Commits pending prepares: of `key`, of vbucket `vb`, or all.
+    CommitPending {
+        /// One key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// One vbucket.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vb: Option<u16>,
+    },
+    /// Aborts pending prepares (as a durability timeout does): of `key`,
+    /// of vbucket `vb`, or all.
+    AbortPending {
+        /// One key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// One vbucket.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vb: Option<u16>,
+    },
 }
 
 impl AdminCommand {
@@ -125,6 +153,9 @@ impl AdminCommand {
             AdminCommand::MemoryFull { .. } => "memory_full",
             AdminCommand::ExpireDue => "expire_due",
             AdminCommand::EndStreams { .. } => "end_streams",
+            AdminCommand::SyncWriteMode { .. } => "sync_write_mode",
+            AdminCommand::CommitPending { .. } => "commit_pending",
+            AdminCommand::AbortPending { .. } => "abort_pending",
         }
     }
 
@@ -208,6 +239,21 @@ fn is_admin(conn: &Connection, ctx: &Ctx<'_>) -> bool {
     conn.user.as_deref().is_some_and(|u| ctx.users.is_admin(u))
 }
 
+/// Commits or aborts the pending prepares of `key`, of `vb`, or all.
+fn complete_pending(
+    bucket: &mut crate::bucket::Bucket,
+    key: Option<String>,
+    vb: Option<u16>,
+    commit: bool,
+    now: std::time::SystemTime,
+) -> Result<usize, BucketError> {
+    match key {
+        Some(key) if commit => bucket.commit_sync_write(key.as_bytes(), now).map(|_| 1),
+        Some(key) => bucket.abort_sync_write(key.as_bytes(), now).map(|_| 1),
+        None => bucket.complete_sync_writes(vb, commit, now),
+    }
+}
+
 fn run(command: AdminCommand, ctx: &mut Ctx<'_>) -> Result<serde_json::Value, BucketError> {
     let bucket = &mut *ctx.bucket;
     Ok(match command {
@@ -254,6 +300,22 @@ fn run(command: AdminCommand, ctx: &mut Ctx<'_>) -> Result<serde_json::Value, Bu
             ctx.deferred
                 .push(Deferred::EndStreams(vb, StreamEndReason::from_raw(reason)));
             serde_json::json!({})
+        }
+        AdminCommand::SyncWriteMode { hold } => {
+            bucket.set_sync_write_mode(if hold {
+                crate::bucket::SyncWriteMode::Hold
+            } else {
+                crate::bucket::SyncWriteMode::Immediate
+            });
+            serde_json::json!({})
+        }
+        AdminCommand::CommitPending { key, vb } => {
+            let completed = complete_pending(bucket, key, vb, true, ctx.wall_clock)?;
+            serde_json::json!({ "completed": completed })
+        }
+        AdminCommand::AbortPending { key, vb } => {
+            let completed = complete_pending(bucket, key, vb, false, ctx.wall_clock)?;
+            serde_json::json!({ "completed": completed })
         }
     })
 }

@@ -63,6 +63,12 @@ pub struct NodeConfig {
     /// [`Node::wall_clock`](super::Node::wall_clock)). Adapters set it to
     /// the real time at start; tests keep the fixed default.
     pub wall_clock_base: SystemTime,
+    /// Allow out-of-order (OSO) backfills for streams without a collection
+    /// filter too (default off: the server uses OSO only for filtered
+    /// streams). See the eligibility rule in the producer's `oso` module:
+    /// an initial backfill (start 0) on a connection that enabled
+    /// `enable_out_of_order_snapshots` and not sync writes.
+    pub oso_for_unfiltered_streams: bool,
 }
 
 impl NodeConfig {
@@ -86,6 +92,7 @@ impl NodeConfig {
             mgmt_port: 8091,
             version: "7.6.0-dcp-rs".to_owned(),
             wall_clock_base: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            oso_for_unfiltered_streams: false,
         }
     }
 
@@ -134,6 +141,12 @@ impl NodeConfig {
     /// Sets the wall-clock time of the node's first instant.
     pub fn with_wall_clock_base(mut self, base: SystemTime) -> Self {
         self.wall_clock_base = base;
+        self
+    }
+
+    /// Allows OSO backfills for unfiltered streams (a test-server switch).
+    pub fn with_oso_for_unfiltered_streams(mut self, allow: bool) -> Self {
+        self.oso_for_unfiltered_streams = allow;
         self
     }
 

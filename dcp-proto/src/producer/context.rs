@@ -25,6 +25,12 @@ pub(crate) enum Deferred {
     Drop(String),
     /// Admin: end the streams of a vbucket with a reason.
     EndStreams(u16, StreamEndReason),
+    /// A durable write's response waits for its prepare to complete.
+    AwaitSyncWrite {
+        vbucket: u16,
+        prepared_seqno: u64,
+        waiter: super::durable_kv::SyncWaiter,
+    },
 }
 
 /// Node state lent to a request handler.

@@ -209,18 +209,26 @@ pub(crate) fn get_failover_log(
     conn.respond(response.status, |buf| response.encode(buf))
 }
 
-/// DCP_SEQNO_ACKNOWLEDGED: EINVAL unless sync replication is on; else
-/// accepted silently (durability is not modelled).
-pub(crate) fn seqno_acknowledged(conn: &mut Connection, opaque: u32) -> Result<(), CloseReason> {
-    let ok = conn
-        .dcp
-        .as_ref()
-        .is_some_and(|d| d.controls.sync_replication());
-    if ok {
-        Ok(())
-    } else {
-        conn.status(Opcode::DcpSeqnoAcknowledged, Status::Einval, opaque)
+/// DCP_SEQNO_ACKNOWLEDGED: EINVAL unless sync replication is on (sync
+/// writes and a consumer name); else no response. The acknowledged seqno
+/// is recorded on the stream with the same vbucket and opaque (shown in
+/// the `dcp` stats); an unknown opaque is ignored. No replica is counted
+/// towards durability: the bucket has none.
+pub(crate) fn seqno_acknowledged(
+    conn: &mut Connection,
+    req: &crate::msg::SeqnoAcknowledged,
+) -> Result<(), CloseReason> {
+    let Some(dcp) = conn.dcp.as_mut().filter(|d| d.controls.sync_replication()) else {
+        return conn.status(Opcode::DcpSeqnoAcknowledged, Status::Einval, req.opaque);
+    };
+    if let Some(stream) = dcp
+        .streams
+        .values_mut()
+        .find(|s| s.params.vbucket == req.vbucket && s.params.opaque == req.opaque)
+    {
+        stream.seqno_acknowledged = stream.seqno_acknowledged.max(req.prepared_seqno);
     }
+    Ok(())
 }
 
 /// A response from the client to something the producer sent.

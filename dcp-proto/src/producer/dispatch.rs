@@ -98,7 +98,7 @@ pub(crate) fn handle_frame(
         }
         Opcode::DcpSeqnoAcknowledged => {
             let req = decode!(conn, frame, SeqnoAcknowledged);
-            dcp::seqno_acknowledged(conn, req.opaque)
+            dcp::seqno_acknowledged(conn, &req)
         }
         Opcode::DcpNoop if conn.dcp.is_some() => Err(CloseReason::NoopFromClient),
         op if op.is_dcp() => conn.status(op, Status::Einval, opaque),

@@ -9,7 +9,7 @@ use super::connection::Connection;
 use super::context::Ctx;
 use super::error::CloseReason;
 use crate::bucket::{BucketError, MutationInfo, StoreMode, WriteOptions};
-use crate::codec::{Datatype, Frame, Opcode, Status, frame_info};
+use crate::codec::{Datatype, Frame, Opcode, Status};
 use crate::msg::client::{
     Concat, Counter, CounterResponse, Delete, Get, GetAndTouch, GetResponse, MutationResponse,
     MutationToken, Store, Touch,
@@ -126,17 +126,11 @@ pub(crate) fn handle(
             }
         };
     }
-    // Durable writes need replicas; this node has none.
-    let mut durability = false;
-    for info in frame.frame_infos() {
-        match info {
-            Ok(info) if info.id == frame_info::request_id::DURABILITY => durability = true,
-            Ok(_) => {}
-            Err(_) => return conn.status(opcode, Status::Einval, opaque),
-        }
-    }
-    if durability {
-        return conn.status(opcode, Status::DurabilityImpossible, opaque);
+    // Durable writes are sync writes (see `durable_kv`).
+    match super::durable_kv::requested_level(frame) {
+        Ok(Some(level)) => return super::durable_kv::handle(conn, frame, level, ctx),
+        Ok(None) => {}
+        Err(status) => return conn.status(opcode, status, opaque),
     }
     match opcode {
         Opcode::Get | Opcode::Gat => {

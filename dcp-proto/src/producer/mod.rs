@@ -140,6 +140,23 @@
 //! - Flow control as behavior.md §4: full frame sizes, one-message
 //!   overshoot, pause at ≥ N, resume on BUFFER_ACK, clamped over-acks,
 //!   noops and responses never counted.
+//! - Sync writes (behavior.md §7): durable SET/ADD/REPLACE/DELETE (the
+//!   durability frame info, or the bucket's `durable_*` API) are PREPAREs
+//!   at their own seqno (pending, invisible, the key locked:
+//!   SyncWriteInProgress), then COMMITs or ABORTs at new seqnos. Without
+//!   `enable_sync_writes` prepares and aborts are never sent, commits are
+//!   mutations, and snapshots end at their max visible seqno (or close with
+//!   SEQNO_ADVANCED on collections connections); with it PREPARE, COMMIT
+//!   and ABORT flow from memory, disk backfills send commits as mutations
+//!   and pending prepares and aborts as they are; markers carry the max
+//!   visible and (disk) high completed seqnos. SEQNO_ACKNOWLEDGED is EINVAL
+//!   without sync replication; stream ids and collection filters are
+//!   NOT_SUPPORTED with sync writes.
+//! - OSO backfills (behavior.md §6.3) with `enable_out_of_order_snapshots`:
+//!   OSO_SNAPSHOT(start), disk items in key order, SEQNO_ADVANCED with
+//!   `true_with_seqno_advanced` when needed, OSO_SNAPSHOT(end), for initial
+//!   backfills of filtered streams (and of unfiltered ones with
+//!   [`NodeConfig::oso_for_unfiltered_streams`]).
 //! - Noops every interval counted from the previous noop, one outstanding;
 //!   a noop response with another opaque, a DCP_NOOP request from the
 //!   client, or an intolerable error reply to a stream message disconnect;
@@ -150,11 +167,12 @@
 //!
 //! - Collections other than the default collection: no manifest changes,
 //!   no system events, no filtered-out seqnos (SEQNO_ADVANCED appears only
-//!   to close a disk snapshot whose last item is gone), no FilterEmpty or
-//!   LostPrivileges ends, no OSO backfills (the control is accepted; the
-//!   server may always decline OSO).
-//! - Synchronous replication: no prepares, commits or aborts; markers use
-//!   v2.0 when it is enabled; SEQNO_ACKNOWLEDGED is accepted and ignored.
+//!   to close a snapshot whose last seqnos are not sent), no FilterEmpty or
+//!   LostPrivileges ends.
+//! - Replicas and durability monitoring: sync writes commit at once (the
+//!   active alone is a majority) or, in hold mode, when told to
+//!   (`commit_pending` / `abort_pending`); SEQNO_ACKNOWLEDGED is recorded
+//!   per stream (`dcp` stats) but counts towards nothing.
 //! - Takeover streams, ns_server consumer connections (DCP_OPEN without
 //!   the Producer flag is NOT_SUPPORTED), ADD_STREAM, cache transfer
 //!   (NOT_SUPPORTED), change streams (NOT_SUPPORTED), documents stored
@@ -165,7 +183,8 @@
 //!   can lose only what memory checkpoints hold. Cursor dropping happens
 //!   whether or not the client enabled it.
 //! - Quiet KV variants (GETQ, SETQ, ...), locking, subdocument commands,
-//!   durability, range scans.
+//!   durable APPEND/PREPEND/counters/TOUCH (DurabilityImpossible), range
+//!   scans.
 //! - The `dcp` stats carry a subset of the server's per-connection and
 //!   per-stream names.
 
@@ -177,17 +196,20 @@ mod context;
 mod control;
 mod dcp;
 mod dispatch;
+mod durable_kv;
 mod error;
 mod handshake;
 mod kv;
 mod liveness;
 mod local_cluster;
 mod node;
+mod oso;
 mod outgoing;
 mod sasl;
 mod stats;
 mod stream;
 mod stream_request;
+mod sync_write;
 mod transmit;
 mod users;
 

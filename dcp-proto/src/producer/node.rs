@@ -9,6 +9,7 @@ use super::config::NodeConfig;
 use super::connection::Connection;
 use super::context::{Ctx, Deferred};
 use super::dispatch::handle_frame;
+use super::durable_kv::{self, SyncWaiter};
 use super::error::{CloseReason, ConnectionId, ProducerError};
 use super::transmit::transmit_streams;
 use super::users::Users;
@@ -35,6 +36,8 @@ pub struct Node {
     wakeups: BTreeSet<ConnectionId>,
     /// The first instant seen, paired with `config.wall_clock_base`.
     clock_anchor: Option<Instant>,
+    /// Clients waiting for sync writes: (vbucket, prepared seqno).
+    sync_waiters: HashMap<(u16, u64), SyncWaiter>,
 }
 
 impl Node {
@@ -58,6 +61,7 @@ impl Node {
             cluster_config: None,
             wakeups: BTreeSet::new(),
             clock_anchor: None,
+            sync_waiters: HashMap::new(),
             config,
         }
     }
@@ -243,6 +247,7 @@ impl Node {
                 collections,
                 bucket,
                 config.backfill_batch,
+                config.oso_for_unfiltered_streams,
                 tx,
                 start,
                 max_bytes,
@@ -462,6 +467,13 @@ impl Node {
                     self.close(id, CloseReason::Dropped);
                 }
             }
+            Deferred::AwaitSyncWrite {
+                vbucket,
+                prepared_seqno,
+                waiter,
+            } => {
+                self.sync_waiters.insert((vbucket, prepared_seqno), waiter);
+            }
         }
     }
 
@@ -504,6 +516,22 @@ impl Node {
                         self.close(id, CloseReason::Failover(vbucket));
                     }
                 }
+            }
+        }
+        for done in self.bucket.take_completions() {
+            let Some(waiter) = self
+                .sync_waiters
+                .remove(&(done.vbucket, done.prepared_seqno))
+            else {
+                continue;
+            };
+            if let Some(conn) = self.conns.get_mut(&waiter.conn)
+                && conn.closed.is_none()
+            {
+                if let Err(reason) = durable_kv::complete(conn, waiter, done.outcome) {
+                    self.close(waiter.conn, reason);
+                }
+                self.wakeups.insert(waiter.conn);
             }
         }
         for vb in self.bucket.take_touched() {

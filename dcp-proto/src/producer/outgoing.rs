@@ -4,12 +4,13 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::oso::OsoEdge;
 use super::stream::Outgoing;
 use crate::bucket::{Document, DocumentKind};
 use crate::codec::{Datatype, EncodeError, Opcode};
 use crate::msg::{
-    Deletion, Expiration, MarkerFormat, Mutation, OpenFlags, SeqnoAdvanced, SnapshotFlags,
-    SnapshotMarker, StreamEnd, XattrValue, compress_value,
+    Deletion, Expiration, MarkerFormat, Mutation, OpenFlags, OsoFlags, OsoSnapshot, SeqnoAdvanced,
+    SnapshotFlags, SnapshotMarker, StreamEnd, XattrValue, compress_value,
 };
 
 /// What the connection negotiated that shapes stream messages.
@@ -40,7 +41,7 @@ fn without_xattr_bit(datatype: Datatype) -> Datatype {
 
 /// The key as sent: with the default collection's LEB128 prefix (0x00) on
 /// collections connections.
-fn wire_key(doc: &Document, collections: bool) -> Bytes {
+pub(super) fn wire_key(doc: &Document, collections: bool) -> Bytes {
     if collections {
         let mut key = BytesMut::with_capacity(doc.key.len() + 1);
         key.put_u8(0);
@@ -58,7 +59,7 @@ fn xattr_section(doc: &Document) -> Option<Bytes> {
 }
 
 /// A live document's value and datatype as this connection receives them.
-fn mutation_value(doc: &Document, flags: OpenFlags) -> (Bytes, Datatype) {
+pub(super) fn mutation_value(doc: &Document, flags: OpenFlags) -> (Bytes, Datatype) {
     let include_xattrs = flags.contains(OpenFlags::INCLUDE_XATTRS);
     let section = if include_xattrs {
         xattr_section(doc)
@@ -88,7 +89,7 @@ fn mutation_value(doc: &Document, flags: OpenFlags) -> (Bytes, Datatype) {
 
 /// A tombstone's value: with IncludeXattrs its system xattrs, and its user
 /// xattrs too with IncludeDeletedUserXattrs; otherwise empty.
-fn tombstone_value(doc: &Document, flags: OpenFlags) -> (Bytes, Datatype) {
+pub(super) fn tombstone_value(doc: &Document, flags: OpenFlags) -> (Bytes, Datatype) {
     if !flags.contains(OpenFlags::INCLUDE_XATTRS) {
         return (Bytes::new(), Datatype::RAW);
     }
@@ -116,7 +117,10 @@ fn tombstone_value(doc: &Document, flags: OpenFlags) -> (Bytes, Datatype) {
 /// The value as sent: with Snappy negotiated, compressed when that makes it
 /// smaller (every non-empty value with `force_value_compression`); without
 /// Snappy, never compressed.
-fn wire_value((value, datatype): (Bytes, Datatype), ctx: &EncodeContext) -> (Bytes, Datatype) {
+pub(super) fn wire_value(
+    (value, datatype): (Bytes, Datatype),
+    ctx: &EncodeContext,
+) -> (Bytes, Datatype) {
     if !ctx.snappy || value.is_empty() || datatype.is_snappy() {
         return (value, datatype);
     }
@@ -147,19 +151,22 @@ pub(crate) fn encode(
             end,
             flags,
             purge_seqno,
+            seqnos,
         } => {
             let disk = flags.contains(SnapshotFlags::DISK);
+            // The high completed seqno is meaningful only on disk markers.
+            let high_completed_seqno = if disk { seqnos.high_completed } else { 0 };
             let format = if disk && ctx.marker_v2_2 {
                 MarkerFormat::V2_2 {
-                    max_visible_seqno: *end,
-                    high_completed_seqno: 0,
+                    max_visible_seqno: seqnos.max_visible,
+                    high_completed_seqno,
                     purge_seqno: *purge_seqno,
                     high_prepared_seqno: 0,
                 }
             } else if ctx.sync_replication {
                 MarkerFormat::V2_0 {
-                    max_visible_seqno: *end,
-                    high_completed_seqno: 0,
+                    max_visible_seqno: seqnos.max_visible,
+                    high_completed_seqno,
                 }
             } else {
                 MarkerFormat::V1
@@ -239,6 +246,21 @@ pub(crate) fn encode(
                     Ok(Opcode::DcpDeletion)
                 }
             }
+        }
+        Outgoing::Sync(item) => super::sync_write::encode(item, to, ctx, buf),
+        Outgoing::Oso(edge) => {
+            let flags = match edge {
+                OsoEdge::Start => OsoFlags::START,
+                OsoEdge::End { .. } => OsoFlags::END,
+            };
+            OsoSnapshot {
+                vbucket,
+                opaque,
+                stream_id,
+                flags,
+            }
+            .encode(buf)?;
+            Ok(Opcode::DcpOsoSnapshot)
         }
         Outgoing::SeqnoAdvanced(seqno) => {
             SeqnoAdvanced {

@@ -142,6 +142,7 @@ pub(crate) fn connection_stats(conn: &Connection, out: &mut Vec<(String, String)
             ("backfill_disk_items", s.backfill_items.to_string()),
             ("memory_items", s.memory_items.to_string()),
             ("items_sent", s.items_sent.to_string()),
+            ("seqno_acknowledged", s.seqno_acknowledged.to_string()),
         ] {
             put(&format!("{stream}{name}"), value);
         }

@@ -7,6 +7,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::control::OsoMode;
+use super::oso::{self, OsoEdge, OsoQuery};
+use super::sync_write::{self, MarkerSeqnos, SyncItem};
 use crate::bucket::{Document, VBucket};
 use crate::msg::{SnapshotFlags, StreamEndReason, StreamRequestFlags};
 
@@ -28,6 +31,8 @@ pub(crate) struct StreamParams {
     pub(crate) snap_end: u64,
     /// The client's `purge_seqno` (0 if absent).
     pub(crate) remote_purge: u64,
+    /// The request carried a collection or scope filter.
+    pub(crate) filtered: bool,
 }
 
 /// A message the stream will send.
@@ -40,7 +45,13 @@ pub(crate) enum Outgoing {
         flags: SnapshotFlags,
         /// The vbucket's purge seqno when the marker was made (v2.2).
         purge_seqno: u64,
+        /// Max visible and high completed seqnos (v2.0, v2.2).
+        seqnos: MarkerSeqnos,
     },
+    /// A sync write: PREPARE, COMMIT or ABORT.
+    Sync(SyncItem),
+    /// An OSO_SNAPSHOT edge.
+    Oso(OsoEdge),
     /// A document version.
     Item {
         doc: Arc<Document>,
@@ -67,12 +78,23 @@ enum Phase {
     Memory,
 }
 
+/// Where a backfill step stopped.
+struct Scan {
+    cursor: u64,
+}
+
 /// What a fill needs besides the vbucket.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FillContext {
     pub(crate) collections: bool,
     pub(crate) backfill_batch: usize,
     pub(crate) skip_deletes_in_initial_backfill: bool,
+    /// The connection enabled sync writes (prepares, commits, aborts).
+    pub(crate) sync_writes: bool,
+    /// The connection's `enable_out_of_order_snapshots`.
+    pub(crate) oso: Option<OsoMode>,
+    /// The node allows OSO for unfiltered streams.
+    pub(crate) oso_unfiltered: bool,
 }
 
 /// One stream of a producer connection.
@@ -93,6 +115,11 @@ pub(crate) struct Stream {
     pub(crate) items_sent: u64,
     pub(crate) backfill_items: u64,
     pub(crate) memory_items: u64,
+    /// Inside an OSO snapshot (seqnos out of order).
+    in_oso: bool,
+    /// The latest SEQNO_ACKNOWLEDGED from the client (its high prepared
+    /// seqno).
+    pub(crate) seqno_acknowledged: u64,
 }
 
 impl Stream {
@@ -110,6 +137,8 @@ impl Stream {
             items_sent: 0,
             backfill_items: 0,
             memory_items: 0,
+            in_oso: false,
+            seqno_acknowledged: 0,
             params,
         };
         if stream.params.start >= stream.params.end {
@@ -143,6 +172,14 @@ impl Stream {
     pub(crate) fn pop(&mut self) -> Option<Outgoing> {
         let next = self.ready.pop_front()?;
         match &next {
+            Outgoing::Item { doc, from_disk } if self.in_oso => {
+                // Key order: seqnos above the start, in any order.
+                debug_assert!(doc.seqno > self.params.start);
+                self.items_sent += 1;
+                if *from_disk {
+                    self.backfill_items += 1;
+                }
+            }
             Outgoing::Item { doc, from_disk } => {
                 // Seqnos strictly increase and lie in the latest marker.
                 debug_assert!(doc.seqno > self.last_sent_seqno);
@@ -157,6 +194,26 @@ impl Stream {
                 } else {
                     self.memory_items += 1;
                 }
+            }
+            Outgoing::Sync(item) => {
+                let seqno = item.seqno();
+                debug_assert!(seqno > self.last_sent_seqno);
+                debug_assert!(
+                    self.last_sent_snapshot
+                        .is_some_and(|(s, e)| s <= seqno && seqno <= e)
+                );
+                self.last_sent_seqno = seqno;
+                self.items_sent += 1;
+                self.memory_items += 1;
+            }
+            Outgoing::Oso(OsoEdge::Start) => self.in_oso = true,
+            Outgoing::Oso(OsoEdge::End { end }) => {
+                self.in_oso = false;
+                self.last_sent_seqno = self.last_sent_seqno.max(*end);
+                self.last_sent_snapshot = Some((*end, *end));
+            }
+            Outgoing::SeqnoAdvanced(seqno) if self.in_oso => {
+                debug_assert!(*seqno > self.params.start);
             }
             Outgoing::SeqnoAdvanced(seqno) => self.last_sent_seqno = *seqno,
             Outgoing::Marker { start, end, .. } => {
@@ -180,7 +237,9 @@ impl Stream {
         if self.ending {
             return;
         }
-        if matches!(self.phase, Phase::Backfill { .. }) {
+        // An OSO backfill is a backfill buffer too (queued whole).
+        let oso_buffer = self.in_oso || self.ready.iter().any(|m| matches!(m, Outgoing::Oso(_)));
+        if matches!(self.phase, Phase::Backfill { .. }) || oso_buffer {
             self.ready.clear();
         }
         self.release(vb);
@@ -198,7 +257,14 @@ impl Stream {
         }
     }
 
-    fn queue_marker(&mut self, natural_start: u64, end: u64, flags: SnapshotFlags, purge: u64) {
+    fn queue_marker(
+        &mut self,
+        natural_start: u64,
+        end: u64,
+        flags: SnapshotFlags,
+        purge: u64,
+        seqnos: MarkerSeqnos,
+    ) {
         let start = if self.first_marker_queued {
             natural_start
         } else {
@@ -210,7 +276,16 @@ impl Stream {
             end,
             flags,
             purge_seqno: purge,
+            seqnos,
         });
+    }
+
+    /// Queues a whole OSO backfill read up to `end`; memory snapshots
+    /// continue above it.
+    fn queue_oso(&mut self, messages: Vec<Outgoing>, end: u64) {
+        self.ready.extend(messages);
+        self.first_marker_queued = true;
+        self.last_read = end;
     }
 
     /// Whether a backfill starting after `from` would miss purged
@@ -244,6 +319,21 @@ impl Stream {
                             return;
                         }
                         let end = (low - 1).min(self.params.end);
+                        let query = OsoQuery {
+                            mode: ctx.oso,
+                            start: self.params.start,
+                            last_read: self.last_read,
+                            filtered: self.params.filtered,
+                            sync_writes: ctx.sync_writes,
+                            unfiltered_allowed: ctx.oso_unfiltered,
+                        };
+                        if let Some(mode) = ctx.oso
+                            && oso::eligible(&query)
+                        {
+                            let skip_deletes = ctx.skip_deletes_in_initial_backfill;
+                            self.queue_oso(oso::backfill(vb, end, mode, skip_deletes), end);
+                            continue;
+                        }
                         vb.pin(end);
                         self.phase = Phase::Backfill {
                             end,
@@ -269,12 +359,19 @@ impl Stream {
                         (first.seqno, SnapshotFlags::MEMORY)
                     };
                     let end = last.seqno;
-                    self.queue_marker(natural, end, flags, vb.purge_seqno());
-                    for doc in batch.items {
-                        self.ready.push_back(Outgoing::Item {
-                            doc,
-                            from_disk: false,
-                        });
+                    let shaped = sync_write::memory_snapshot(
+                        vb,
+                        batch.items,
+                        end,
+                        ctx.sync_writes,
+                        ctx.collections,
+                    );
+                    if let Some((marker_end, seqnos)) = shaped.marker {
+                        self.queue_marker(natural, marker_end, flags, vb.purge_seqno(), seqnos);
+                        self.ready.extend(shaped.messages);
+                        if let Some(seqno) = shaped.advance {
+                            self.ready.push_back(Outgoing::SeqnoAdvanced(seqno));
+                        }
                     }
                     self.last_read = end;
                 }
@@ -294,26 +391,46 @@ impl Stream {
                         return;
                     }
                     if !marker_sent {
+                        let Some((marker_end, seqnos)) = sync_write::disk_marker(
+                            vb,
+                            cursor,
+                            end,
+                            ctx.sync_writes,
+                            ctx.collections,
+                        ) else {
+                            // Nothing visible to send in this backfill.
+                            self.last_read = end;
+                            vb.unpin(end);
+                            self.phase = Phase::Memory;
+                            continue;
+                        };
                         self.queue_marker(
                             cursor + 1,
-                            end,
+                            marker_end,
                             SnapshotFlags::DISK | SnapshotFlags::CHECKPOINT,
                             vb.purge_seqno(),
+                            seqnos,
                         );
                     }
                     let skip_deletes =
                         ctx.skip_deletes_in_initial_backfill && self.params.start == 0;
-                    let scan = vb.scan(cursor, end, ctx.backfill_batch.max(1));
-                    for doc in scan.items {
-                        if skip_deletes && doc.is_deleted() {
+                    let (messages, scan_cursor) = sync_write::backfill_step(
+                        vb,
+                        cursor,
+                        end,
+                        ctx.backfill_batch.max(1),
+                        ctx.sync_writes,
+                    );
+                    for message in messages {
+                        if skip_deletes && sync_write::is_deletion(&message) {
                             continue;
                         }
-                        last_item = doc.seqno;
-                        self.ready.push_back(Outgoing::Item {
-                            doc,
-                            from_disk: true,
-                        });
+                        last_item = sync_write::data_seqno(&message).unwrap_or(last_item);
+                        self.ready.push_back(message);
                     }
+                    let scan = Scan {
+                        cursor: scan_cursor,
+                    };
                     if scan.cursor >= end {
                         if ctx.collections && last_item < end {
                             self.ready.push_back(Outgoing::SeqnoAdvanced(end));
@@ -372,6 +489,7 @@ mod tests {
             snap_start: start,
             snap_end: start,
             remote_purge: 0,
+            filtered: false,
         }
     }
 
@@ -393,6 +511,9 @@ mod tests {
             collections: false,
             backfill_batch: 1,
             skip_deletes_in_initial_backfill: false,
+            sync_writes: false,
+            oso: None,
+            oso_unfiltered: false,
         };
         // A client that has a@1 backfills (1, 4] one item per step.
         let mut stream = Stream::new(params(1));

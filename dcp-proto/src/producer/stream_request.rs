@@ -132,7 +132,7 @@ pub(crate) fn decide(
         return reject(Status::DcpStreamIdInvalid);
     }
     let filtered = value.collections.is_some() || value.scope.is_some();
-    if filtered && dcp.controls.sync_replication() {
+    if filtered && dcp.controls.sync_writes {
         return reject(Status::NotSupported);
     }
 
@@ -200,5 +200,6 @@ pub(crate) fn decide(
         snap_start,
         snap_end,
         remote_purge: value.purge_seqno.unwrap_or(0),
+        filtered,
     })
 }

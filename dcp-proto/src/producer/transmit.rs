@@ -15,11 +15,13 @@ use crate::msg::OpenFlags;
 /// `start` (the last message may overshoot), the window is full, or no
 /// stream has anything to send. A stream whose STREAM_END went out is
 /// removed.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn transmit_streams(
     dcp: &mut DcpConn,
     collections: bool,
     bucket: &mut Bucket,
     backfill_batch: usize,
+    oso_unfiltered: bool,
     tx: &mut BytesMut,
     start: usize,
     max_bytes: usize,
@@ -30,6 +32,9 @@ pub(crate) fn transmit_streams(
         skip_deletes_in_initial_backfill: dcp
             .flags
             .contains(OpenFlags::SKIP_DELETES_IN_INITIAL_BACKFILL),
+        sync_writes: dcp.controls.sync_writes,
+        oso: dcp.controls.oso,
+        oso_unfiltered,
     };
     let enc = EncodeContext {
         collections,
@@ -78,7 +83,7 @@ pub(crate) fn transmit_streams(
                 let len = tx.len() - before;
                 dcp.window.on_sent(flow_control_size(opcode, len));
                 dcp.bytes_sent += len as u64;
-                if matches!(message, Outgoing::Item { .. }) {
+                if matches!(message, Outgoing::Item { .. } | Outgoing::Sync(_)) {
                     dcp.items_sent += 1;
                 }
             } else {

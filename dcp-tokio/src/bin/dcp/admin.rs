@@ -55,6 +55,15 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), Failure> {
             .map(|name| AdminCommand::Drop { name: name.clone() })
             .collect(),
         AdminAction::ExpireDue => vec![AdminCommand::ExpireDue],
+        AdminAction::HoldSyncWrites { off } => vec![AdminCommand::SyncWriteMode { hold: !off }],
+        AdminAction::CommitPending { key, vbucket } => vec![AdminCommand::CommitPending {
+            key: key.clone(),
+            vb: *vbucket,
+        }],
+        AdminAction::AbortPending { key, vbucket } => vec![AdminCommand::AbortPending {
+            key: key.clone(),
+            vb: *vbucket,
+        }],
     };
     let addr = &args.address;
     let exchange = async {

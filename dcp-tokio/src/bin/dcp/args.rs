@@ -118,6 +118,17 @@ pub(crate) struct LoadArgs {
     /// Seed for the generated data and the vbucket uuids
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) seed: u64,
+
+    /// Fraction of generated writes that are durable (synchronous writes:
+    /// a prepare, then its commit)
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_ratio)]
+    pub(crate) durable_ratio: f64,
+
+    /// Keep prepares of durable writes pending until `dcp admin
+    /// commit-pending` / `abort-pending` (default: commit at once, as a
+    /// bucket without replicas does)
+    #[arg(long)]
+    pub(crate) hold_sync_writes: bool,
 }
 
 /// Where `dcp tail` starts each stream without a checkpoint.
@@ -192,7 +203,14 @@ pub(crate) struct TailArgs {
     #[arg(long)]
     pub(crate) json: bool,
 
-    /// Exit after this many changes (mutations, deletions, expirations)
+    /// Ask for synchronous writes: prepares, commits and aborts are shown
+    /// (JSON types "prepare", "commit", "abort") instead of commits as
+    /// plain mutations
+    #[arg(long)]
+    pub(crate) sync_writes: bool,
+
+    /// Exit after this many changes (mutations, deletions, expirations;
+    /// with --sync-writes also prepares, commits and aborts)
     #[arg(long, value_name = "N")]
     pub(crate) limit: Option<u64>,
 
@@ -328,6 +346,32 @@ pub(crate) enum AdminAction {
     },
     /// Run the expiry pager: documents whose TTL passed expire now
     ExpireDue,
+    /// Keep prepares of durable writes pending (until commit-pending or
+    /// abort-pending), or commit them at once again with --off
+    HoldSyncWrites {
+        /// Commit at once again
+        #[arg(long)]
+        off: bool,
+    },
+    /// Commit pending prepares: of one key, of one vbucket, or all
+    CommitPending {
+        /// Only this key
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+        /// Only this vbucket
+        #[arg(long, value_name = "VB")]
+        vbucket: Option<u16>,
+    },
+    /// Abort pending prepares (as a durability timeout does): of one key,
+    /// of one vbucket, or all
+    AbortPending {
+        /// Only this key
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+        /// Only this vbucket
+        #[arg(long, value_name = "VB")]
+        vbucket: Option<u16>,
+    },
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {

@@ -3,7 +3,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dcp_tokio::ServerHandle;
-use dcp_tokio::dcp_proto::bucket::{Bucket, WriteOptions};
+use dcp_tokio::dcp_proto::bucket::{Bucket, StoreMode, WriteOptions};
+use dcp_tokio::dcp_proto::codec::DurabilityLevel;
 
 use crate::args::LoadArgs;
 
@@ -133,10 +134,21 @@ fn write_one(bucket: &mut Bucket, wall: SystemTime, load: &LoadArgs, version: u6
     if rng.unit() < load.expiry_ratio {
         options = options.expiry(5 + rng.below(56) as u32);
     }
-    let _ = bucket.set(
-        key.as_bytes(),
-        document(i, version, size, rng),
-        options,
-        wall,
-    );
+    let doc = document(i, version, size, rng);
+    // A durable write whose key has a pending prepare fails
+    // (SyncWriteInProgress); that write is skipped.
+    let _ = if rng.unit() < load.durable_ratio {
+        bucket
+            .durable_store(
+                StoreMode::Set,
+                key.as_bytes(),
+                doc,
+                options,
+                DurabilityLevel::Majority,
+                wall,
+            )
+            .map(|_| ())
+    } else {
+        bucket.set(key.as_bytes(), doc, options, wall).map(|_| ())
+    };
 }

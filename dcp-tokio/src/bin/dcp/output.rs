@@ -62,6 +62,12 @@ pub(crate) struct Line<'a> {
     delete_time: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     datatype: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prepared_seqno: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    durability: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted: Option<bool>,
 }
 
 impl<'a> Line<'a> {
@@ -81,6 +87,9 @@ impl<'a> Line<'a> {
             expiry: None,
             delete_time: None,
             datatype: None,
+            prepared_seqno: None,
+            durability: None,
+            deleted: None,
         }
     }
 }
@@ -124,6 +133,30 @@ pub(crate) fn json_line(event: &Event) -> Option<Line<'_>> {
         Event::Rollback { vbucket, seqno } => {
             Line::new("rollback", *vbucket, *seqno, &[], Text::default())
         }
+        Event::Prepare(p, _) => Line {
+            cas: Some(p.cas),
+            rev_seqno: Some(p.rev_seqno),
+            flags: Some(p.flags),
+            expiry: Some(p.expiration),
+            datatype: Some(p.datatype.bits()),
+            durability: Some(p.durability.to_u8()),
+            deleted: Some(p.deleted),
+            ..Line::new(
+                "prepare",
+                p.vbucket,
+                p.by_seqno,
+                &p.key,
+                Text::of_nonempty(&p.value),
+            )
+        },
+        Event::Commit(c, _) => Line {
+            prepared_seqno: Some(c.prepared_seqno),
+            ..Line::new("commit", c.vbucket, c.commit_seqno, &c.key, Text::default())
+        },
+        Event::Abort(a, _) => Line {
+            prepared_seqno: Some(a.prepared_seqno),
+            ..Line::new("abort", a.vbucket, a.abort_seqno, &a.key, Text::default())
+        },
         _ => return None,
     })
 }
@@ -134,6 +167,9 @@ pub(crate) fn change_size(event: &Event) -> Option<usize> {
         Event::Mutation(m, _) => Some(m.key.len() + m.value.len()),
         Event::Deletion(d, _) => Some(d.key.len() + d.value.len()),
         Event::Expiration(e, _) => Some(e.key.len() + e.value.len()),
+        Event::Prepare(p, _) => Some(p.key.len() + p.value.len()),
+        Event::Commit(c, _) => Some(c.key.len()),
+        Event::Abort(a, _) => Some(a.key.len()),
         _ => None,
     }
 }

@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 
+use dcp_tokio::dcp_proto::bucket::SyncWriteMode;
 use dcp_tokio::dcp_proto::producer::NodeConfig;
 use dcp_tokio::{Server, ServerHandle};
 
@@ -69,6 +70,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
     }
     let handle = server.handle();
     let addr = handle.local_addr().to_string();
+    if args.load.hold_sync_writes {
+        handle.with_bucket(|bucket, _| bucket.set_sync_write_mode(SyncWriteMode::Hold));
+    }
     if args.preload > 0 {
         load::preload(&handle, args.preload, &args.load);
     }
@@ -157,6 +161,10 @@ pub(crate) async fn embedded(
         expiry_ratio: 0.02,
         keys: DEMO_DOCUMENTS,
         seed: 0,
+        // A few durable writes: `dcp tail --sync-writes` shows their
+        // prepares and commits.
+        durable_ratio: 0.05,
+        hold_sync_writes: false,
     };
     load::preload(&handle, DEMO_DOCUMENTS, &load);
     tokio::spawn(server.run());

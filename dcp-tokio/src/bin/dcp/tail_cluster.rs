@@ -36,7 +36,8 @@ pub(crate) async fn run(
     let config = ConsumerConfig::new(name.as_str(), args.bucket.as_str())
         .with_credentials(Credentials::new(args.user.as_str(), args.password.as_str()))
         .with_auto_ack(true)
-        .with_buffer_size(args.window);
+        .with_buffer_size(args.window)
+        .with_sync_writes(args.sync_writes);
     let mut settings = OrchestratorConfig::new()
         .with_start(match args.from {
             StartFrom::Beginning => InitialStart::Beginning,
