@@ -4,7 +4,13 @@
 //! Apply every polled event; rollbacks truncate the view as an application
 //! must; a change that does not advance its vbucket's seqno is reported
 //! (a duplicate or a replay without a rollback). Compare the result with the
-//! producer's bucket using [`live_documents`].
+//! producer's bucket using [`live_documents`] (the default collection) or
+//! [`live_documents_in`] (documents of every collection a filter selects).
+//!
+//! With collections ([`MaterializedView::with_collections`]) documents are
+//! keyed by (collection, key), and the system events apply: a dropped or
+//! flushed collection loses its documents (as versions, so that a rollback
+//! behind the event brings them back).
 //!
 //! ```
 //! use dcp_proto::bucket::{Bucket, BucketConfig, WriteOptions};
@@ -21,20 +27,38 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::bucket::{Bucket, DocumentKind, WriteOptions};
+use crate::bucket::{Bucket, WriteOptions};
 use crate::consumer::Event;
+use crate::msg::{DEFAULT_COLLECTION, SystemEventData};
 
 /// Live documents of one vbucket: key → (seqno, value).
 pub type Live = BTreeMap<Bytes, (u64, Bytes)>;
 
-/// The live documents of vbucket `vb` of `bucket`.
+/// Live documents of one vbucket in every collection: (collection, key) →
+/// (seqno, value).
+pub type LiveByCollection = BTreeMap<(u32, Bytes), (u64, Bytes)>;
+
+/// The live documents of vbucket `vb` of `bucket` (default collection).
 pub fn live_documents(bucket: &Bucket, vb: u16) -> Live {
+    live_documents_in(bucket, vb, |c| c == DEFAULT_COLLECTION)
+        .into_iter()
+        .map(|((_, key), doc)| (key, doc))
+        .collect()
+}
+
+/// The live documents of vbucket `vb` of `bucket` in the collections
+/// `wanted` selects (documents of dropped collections are not live).
+pub fn live_documents_in(
+    bucket: &Bucket,
+    vb: u16,
+    wanted: impl Fn(u32) -> bool,
+) -> LiveByCollection {
     bucket
         .vbucket(vb)
         .map(|v| {
             v.documents()
-                .filter(|d| d.kind == DocumentKind::Mutation)
-                .map(|d| (d.key.clone(), (d.seqno, d.body())))
+                .filter(|d| d.is_live() && wanted(d.collection) && !v.is_logically_deleted(d))
+                .map(|d| ((d.collection, d.key.clone()), (d.seqno, d.body())))
                 .collect()
         })
         .unwrap_or_default()
@@ -85,9 +109,14 @@ type Versions = Vec<(u64, Option<Bytes>)>;
 /// What a consumer applied: the latest version of every key, per vbucket.
 #[derive(Debug, Clone, Default)]
 pub struct MaterializedView {
-    /// Every version applied per key, oldest first (a rollback must
-    /// restore the version a lost change replaced).
-    docs: HashMap<(u16, Bytes), Versions>,
+    /// Every version applied per (vbucket, collection, key), oldest first
+    /// (a rollback must restore the version a lost change replaced).
+    docs: HashMap<(u16, u32, Bytes), Versions>,
+    /// Keys carry a collection prefix (the consumer negotiated
+    /// collections).
+    collections: bool,
+    /// System events applied.
+    pub system_events: u64,
     last_seqno: HashMap<u16, u64>,
     /// Changes applied.
     pub changes: u64,
@@ -96,15 +125,22 @@ pub struct MaterializedView {
 }
 
 impl MaterializedView {
-    /// Applies one event (changes and rollbacks; other events are ignored).
+    /// A view of a consumer that negotiated collections: keys carry the
+    /// collection id.
+    pub fn with_collections() -> Self {
+        Self {
+            collections: true,
+            ..Self::default()
+        }
+    }
+
+    /// Applies one event (changes, system events, seqno advances and
+    /// rollbacks; other events are ignored).
     pub fn apply(&mut self, event: &Event) -> Result<(), OutOfOrder> {
-        let (vbucket, key, seqno, value) = match event {
-            Event::Mutation(m, _) => (m.vbucket, &m.key, m.by_seqno, Some(m.value.clone())),
-            Event::Deletion(d, _) => (d.vbucket, &d.key, d.by_seqno, None),
-            Event::Expiration(e, _) => (e.vbucket, &e.key, e.by_seqno, None),
+        let (vbucket, seqno) = match event {
             Event::Rollback { vbucket, seqno } => {
                 self.rollbacks.push((*vbucket, *seqno));
-                for ((vb, _), versions) in self.docs.iter_mut() {
+                for ((vb, _, _), versions) in self.docs.iter_mut() {
                     if *vb == *vbucket {
                         versions.retain(|(s, _)| *s <= *seqno);
                     }
@@ -113,6 +149,18 @@ impl MaterializedView {
                 self.last_seqno.insert(*vbucket, *seqno);
                 return Ok(());
             }
+            Event::SeqnoAdvanced(m, _) => {
+                let last = self.last_seqno.entry(m.vbucket).or_default();
+                *last = (*last).max(m.seqno);
+                return Ok(());
+            }
+            Event::Mutation(_, _)
+            | Event::Deletion(_, _)
+            | Event::Expiration(_, _)
+            | Event::SystemEvent(_, _) => match (event.vbucket(), event.seqno()) {
+                (Some(vb), Some(seqno)) => (vb, seqno),
+                _ => return Ok(()),
+            },
             _ => return Ok(()),
         };
         let last = self.last_seqno.entry(vbucket).or_default();
@@ -124,9 +172,36 @@ impl MaterializedView {
             });
         }
         *last = seqno;
+        if let Event::SystemEvent(e, _) = event {
+            self.system_events += 1;
+            let cleared = match e.data() {
+                Ok(
+                    SystemEventData::BeginCollection { collection_id, .. }
+                    | SystemEventData::EndCollection { collection_id, .. },
+                ) => Some(collection_id),
+                _ => None,
+            };
+            // A create (of a flushed collection) or a drop: every document
+            // of the collection is gone from here on.
+            if let Some(collection) = cleared {
+                for ((vb, c, _), versions) in self.docs.iter_mut() {
+                    if *vb == vbucket && *c == collection {
+                        versions.push((seqno, None));
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let Some(key) = event.document_key(self.collections) else {
+            return Ok(());
+        };
+        let value = match event {
+            Event::Mutation(m, _) => Some(m.value.clone()),
+            _ => None,
+        };
         self.changes += 1;
         self.docs
-            .entry((vbucket, key.clone()))
+            .entry((vbucket, key.collection_id, key.key))
             .or_default()
             .push((seqno, value));
         Ok(())
@@ -144,14 +219,25 @@ impl MaterializedView {
             .all(|(vb, &target)| self.last_seqno(vb) >= target)
     }
 
-    /// Live documents of `vb`: key → (seqno, value).
+    /// Live documents of `vb` in the default collection: key → (seqno,
+    /// value).
     pub fn live(&self, vb: u16) -> Live {
+        self.live_all(vb)
+            .into_iter()
+            .filter(|((c, _), _)| *c == DEFAULT_COLLECTION)
+            .map(|((_, key), doc)| (key, doc))
+            .collect()
+    }
+
+    /// Live documents of `vb` in every collection: (collection, key) →
+    /// (seqno, value).
+    pub fn live_all(&self, vb: u16) -> LiveByCollection {
         self.docs
             .iter()
-            .filter(|((v, _), _)| *v == vb)
-            .filter_map(|((_, key), versions)| {
+            .filter(|((v, _, _), _)| *v == vb)
+            .filter_map(|((_, c, key), versions)| {
                 let (seqno, value) = versions.last()?;
-                value.clone().map(|v| (key.clone(), (*seqno, v)))
+                value.clone().map(|v| ((*c, key.clone()), (*seqno, v)))
             })
             .collect()
     }
@@ -159,6 +245,17 @@ impl MaterializedView {
     /// The first vbucket whose live documents differ from `bucket`'s.
     pub fn first_difference(&self, bucket: &Bucket) -> Option<u16> {
         (0..bucket.num_vbuckets()).find(|&vb| self.live(vb) != live_documents(bucket, vb))
+    }
+
+    /// The first vbucket whose live documents (every collection) differ
+    /// from `bucket`'s in the collections `wanted` selects.
+    pub fn first_difference_in(
+        &self,
+        bucket: &Bucket,
+        wanted: impl Fn(u32) -> bool + Copy,
+    ) -> Option<u16> {
+        (0..bucket.num_vbuckets())
+            .find(|&vb| self.live_all(vb) != live_documents_in(bucket, vb, wanted))
     }
 }
 

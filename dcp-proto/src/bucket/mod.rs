@@ -30,10 +30,12 @@
 //! ```
 
 mod checkpoint;
+mod collections;
 mod disk;
 mod document;
 mod error;
 mod hash;
+mod manifest;
 mod rng;
 mod vbucket;
 mod write;
@@ -43,9 +45,13 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+pub use collections::{SYSTEM_EVENT_COLLECTION, SystemEventItem};
 pub use document::{Document, DocumentKind};
 pub use error::BucketError;
 pub use hash::vbucket_for_key;
+pub use manifest::{
+    CollectionEntry, DEFAULT_NAME, FIRST_USER_ID, MAX_NAME_LEN, Manifest, ScopeEntry,
+};
 pub(crate) use rng::Rng;
 pub use vbucket::VBucket;
 pub use write::{MAX_KEY_LEN, MutationInfo, RELATIVE_EXPIRY_LIMIT, StoreMode, WriteOptions};
@@ -131,6 +137,8 @@ pub struct Bucket {
     touched: BTreeSet<u16>,
     /// State changes and failovers since the node last looked.
     events: Vec<BucketEvent>,
+    /// The collections manifest.
+    manifest: Manifest,
 }
 
 impl Bucket {
@@ -154,6 +162,7 @@ impl Bucket {
             memory_full: false,
             touched: BTreeSet::new(),
             events: Vec::new(),
+            manifest: Manifest::new(),
         }
     }
 

@@ -177,8 +177,8 @@ impl VBucket {
     /// The live document under `key` at `now`; an expired one is expired
     /// first (a new seqno), as a read does on a data node.
     fn live(&mut self, key: &[u8], now: SystemTime) -> Option<Arc<Document>> {
-        let doc = Arc::clone(self.disk.get(key)?);
-        if doc.is_deleted() {
+        let doc = Arc::clone(self.disk.get(self.write_collection, key)?);
+        if doc.is_deleted() || self.collections.is_logically_deleted(&doc) {
             return None;
         }
         if doc.is_expired(unix_secs(now)) {
@@ -198,6 +198,7 @@ impl VBucket {
         self.commit(
             Document {
                 key: doc.key.clone(),
+                collection: doc.collection,
                 value,
                 datatype,
                 flags: doc.flags,
@@ -214,7 +215,9 @@ impl VBucket {
 
     /// The rev seqno a new version of `key` gets.
     fn next_rev(&self, key: &[u8]) -> u64 {
-        self.disk.get(key).map_or(1, |d| d.rev_seqno + 1)
+        self.disk
+            .get(self.write_collection, key)
+            .map_or(1, |d| d.rev_seqno + 1)
     }
 
     fn check_cas(existing: Option<&Arc<Document>>, cas: u64) -> Result<(), BucketError> {
@@ -255,6 +258,7 @@ impl VBucket {
         let doc = self.commit(
             Document {
                 rev_seqno: self.next_rev(&key),
+                collection: self.write_collection,
                 key,
                 value,
                 datatype,
@@ -309,7 +313,7 @@ impl VBucket {
         let due: Vec<Arc<Document>> = self
             .disk
             .latest()
-            .filter(|d| d.is_expired(secs))
+            .filter(|d| d.is_expired(secs) && !self.collections.is_logically_deleted(d))
             .cloned()
             .collect();
         for doc in &due {
@@ -366,6 +370,7 @@ impl VBucket {
         let doc = self.commit(
             Document {
                 key,
+                collection: self.write_collection,
                 value: joined.freeze(),
                 datatype,
                 flags: existing.flags,
@@ -429,6 +434,7 @@ impl VBucket {
         let doc = self.commit(
             Document {
                 rev_seqno: self.next_rev(&key),
+                collection: self.write_collection,
                 key,
                 value: stored,
                 datatype,

@@ -25,6 +25,12 @@
 //! | `memory_full` | `{"on":true}` | `{}` |
 //! | `expire_due` | `{}` | `{"expired":N}` |
 //! | `end_streams` | `{"vb":5,"reason":4}` | `{}` |
+//! | `create_scope` | `{"scope":"inventory"}` | `{"uid":"<hex>","id":"<hex>"}` |
+//! | `drop_scope` | `{"scope":"inventory"}` | `{"uid":"<hex>","id":"<hex>"}` |
+//! | `create_collection` | `{"scope":"inventory","collection":"hotels","max_ttl":60}` | `{"uid":"<hex>","id":"<hex>"}` |
+//! | `drop_collection` | `{"scope":"inventory","collection":"hotels"}` | `{"uid":"<hex>","id":"<hex>"}` |
+//! | `flush_collection` | `{"scope":"inventory","collection":"hotels"}` | `{"uid":"<hex>","id":"<hex>"}` |
+//! | `get_manifest` | `{}` | the manifest JSON |
 //!
 //! [`AdminCommand`] builds these frames.
 
@@ -109,6 +115,42 @@ pub enum AdminCommand {
         /// The reason code (e.g. 4 Slow, 5 BackfillFailed, 7 FilterEmpty).
         reason: u32,
     },
+    /// [`Bucket::create_scope`](crate::bucket::Bucket::create_scope).
+    CreateScope {
+        /// The scope name.
+        scope: String,
+    },
+    /// [`Bucket::drop_scope`](crate::bucket::Bucket::drop_scope).
+    DropScope {
+        /// The scope name.
+        scope: String,
+    },
+    /// [`Bucket::create_collection`](crate::bucket::Bucket::create_collection).
+    CreateCollection {
+        /// The scope name.
+        scope: String,
+        /// The collection name.
+        collection: String,
+        /// Max TTL in seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_ttl: Option<u32>,
+    },
+    /// [`Bucket::drop_collection`](crate::bucket::Bucket::drop_collection).
+    DropCollection {
+        /// The scope name.
+        scope: String,
+        /// The collection name.
+        collection: String,
+    },
+    /// [`Bucket::flush_collection`](crate::bucket::Bucket::flush_collection).
+    FlushCollection {
+        /// The scope name.
+        scope: String,
+        /// The collection name.
+        collection: String,
+    },
+    /// The collections manifest ([`Manifest::to_json`](crate::bucket::Manifest::to_json)).
+    GetManifest,
 }
 
 impl AdminCommand {
@@ -125,6 +167,12 @@ impl AdminCommand {
             AdminCommand::MemoryFull { .. } => "memory_full",
             AdminCommand::ExpireDue => "expire_due",
             AdminCommand::EndStreams { .. } => "end_streams",
+            AdminCommand::CreateScope { .. } => "create_scope",
+            AdminCommand::DropScope { .. } => "drop_scope",
+            AdminCommand::CreateCollection { .. } => "create_collection",
+            AdminCommand::DropCollection { .. } => "drop_collection",
+            AdminCommand::FlushCollection { .. } => "flush_collection",
+            AdminCommand::GetManifest => "get_manifest",
         }
     }
 
@@ -255,6 +303,14 @@ fn run(command: AdminCommand, ctx: &mut Ctx<'_>) -> Result<serde_json::Value, Bu
                 .push(Deferred::EndStreams(vb, StreamEndReason::from_raw(reason)));
             serde_json::json!({})
         }
+        command @ (AdminCommand::CreateScope { .. }
+        | AdminCommand::DropScope { .. }
+        | AdminCommand::CreateCollection { .. }
+        | AdminCommand::DropCollection { .. }
+        | AdminCommand::FlushCollection { .. }
+        | AdminCommand::GetManifest) => {
+            super::collections::run_admin(command, bucket, ctx.wall_clock)?
+        }
     })
 }
 
@@ -340,6 +396,15 @@ mod tests {
             },
             AdminCommand::MemoryFull { on: true },
             AdminCommand::ExpireDue,
+            AdminCommand::CreateCollection {
+                scope: "s".to_owned(),
+                collection: "c".to_owned(),
+                max_ttl: Some(5),
+            },
+            AdminCommand::DropScope {
+                scope: "s".to_owned(),
+            },
+            AdminCommand::GetManifest,
         ] {
             let mut buf = BytesMut::new();
             command.encode(1, &mut buf).unwrap();

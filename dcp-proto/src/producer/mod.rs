@@ -171,6 +171,7 @@
 
 mod admin;
 mod cluster_config;
+mod collections;
 mod config;
 mod connection;
 mod context;

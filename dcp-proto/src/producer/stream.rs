@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::collections::StreamFilter;
 use crate::bucket::{Document, VBucket};
 use crate::msg::{SnapshotFlags, StreamEndReason, StreamRequestFlags};
 
@@ -28,6 +29,8 @@ pub(crate) struct StreamParams {
     pub(crate) snap_end: u64,
     /// The client's `purge_seqno` (0 if absent).
     pub(crate) remote_purge: u64,
+    /// Which collections and system events the stream sends.
+    pub(crate) filter: StreamFilter,
 }
 
 /// A message the stream will send.
@@ -226,6 +229,27 @@ impl Stream {
                 .contains(StreamRequestFlags::IGNORE_PURGED_TOMBSTONES)
     }
 
+    /// A memory batch the filter emptied: skipped, except that a first
+    /// snapshot resuming inside the client's snapshot still gets a marker
+    /// and a SEQNO_ADVANCED to its end, so the client completes it (the
+    /// server's rule on collections connections).
+    fn filtered_batch(&mut self, batch_end: u64, ctx: &FillContext) {
+        let end = self.params.snap_end.min(batch_end);
+        if ctx.collections && !self.first_marker_queued && self.last_read < end {
+            self.queue_marker(self.params.snap_start, end, SnapshotFlags::MEMORY, 0);
+            self.ready.push_back(Outgoing::SeqnoAdvanced(end));
+        }
+        self.last_read = batch_end;
+    }
+
+    /// Ends the stream with `reason` after what is queued (a backfill's
+    /// queued items included), releasing its backfill.
+    fn end_after_queued(&mut self, reason: StreamEndReason, vb: &mut VBucket) {
+        self.release(Some(vb));
+        self.ready.push_back(Outgoing::End(reason));
+        self.ending = true;
+    }
+
     /// Queues the next messages if none are queued: a memory snapshot, a
     /// backfill step, or the STREAM_END once the end seqno is reached.
     pub(crate) fn fill(&mut self, vb: &mut VBucket, ctx: &FillContext) {
@@ -253,12 +277,23 @@ impl Stream {
                         };
                         continue;
                     }
-                    let Some(batch) = vb.batch(self.last_read) else {
+                    let Some(mut batch) = vb.batch(self.last_read) else {
                         return;
                     };
+                    // Collections: the items the filter lets through, and
+                    // how far the batch went (filtered seqnos included).
+                    let Some(batch_end) = batch.items.last().map(|d| d.seqno) else {
+                        return;
+                    };
+                    let filter = &mut self.params.filter;
+                    batch.items.retain(|d| filter.admits(d));
                     let (Some(first), Some(last)) = (batch.items.first(), batch.items.last())
                     else {
-                        return;
+                        self.filtered_batch(batch_end, ctx);
+                        if self.params.filter.is_empty() {
+                            self.end(StreamEndReason::FilterEmpty, Some(vb));
+                        }
+                        continue;
                     };
                     let (natural, flags) = if batch.at_checkpoint_start {
                         (
@@ -268,7 +303,15 @@ impl Stream {
                     } else {
                         (first.seqno, SnapshotFlags::MEMORY)
                     };
-                    let end = last.seqno;
+                    let last_visible = last.seqno;
+                    // On collections connections a snapshot whose last
+                    // items were filtered out ends at the batch's end and
+                    // closes with SEQNO_ADVANCED.
+                    let end = if ctx.collections {
+                        batch_end
+                    } else {
+                        last_visible
+                    };
                     self.queue_marker(natural, end, flags, vb.purge_seqno());
                     for doc in batch.items {
                         self.ready.push_back(Outgoing::Item {
@@ -276,7 +319,13 @@ impl Stream {
                             from_disk: false,
                         });
                     }
-                    self.last_read = end;
+                    if last_visible < end {
+                        self.ready.push_back(Outgoing::SeqnoAdvanced(end));
+                    }
+                    self.last_read = batch_end;
+                    if self.params.filter.is_empty() {
+                        self.end(StreamEndReason::FilterEmpty, Some(vb));
+                    }
                 }
                 Phase::Backfill {
                     end,
@@ -305,7 +354,10 @@ impl Stream {
                         ctx.skip_deletes_in_initial_backfill && self.params.start == 0;
                     let scan = vb.scan(cursor, end, ctx.backfill_batch.max(1));
                     for doc in scan.items {
-                        if skip_deletes && doc.is_deleted() {
+                        if skip_deletes && doc.is_deleted() && !doc.is_system_event() {
+                            continue;
+                        }
+                        if !self.params.filter.admits(&doc) {
                             continue;
                         }
                         last_item = doc.seqno;
@@ -313,6 +365,11 @@ impl Stream {
                             doc,
                             from_disk: true,
                         });
+                    }
+                    if self.params.filter.is_empty() {
+                        // The drop event just queued goes out first.
+                        self.end_after_queued(StreamEndReason::FilterEmpty, vb);
+                        return;
                     }
                     if scan.cursor >= end {
                         if ctx.collections && last_item < end {
@@ -348,6 +405,7 @@ mod tests {
     fn doc(key: &str, kind: DocumentKind) -> Document {
         Document {
             key: Bytes::copy_from_slice(key.as_bytes()),
+            collection: 0,
             value: Bytes::new(),
             datatype: Datatype::RAW,
             flags: 0,
@@ -372,6 +430,7 @@ mod tests {
             snap_start: start,
             snap_end: start,
             remote_purge: 0,
+            filter: StreamFilter::Legacy,
         }
     }
 
