@@ -242,6 +242,14 @@ impl VBucket {
         self.commit(item.to_document(), now)
     }
 
+    /// Erases the documents of dropped and flushed collections from disk
+    /// (compaction); returns how many keys went.
+    pub(crate) fn erase_dropped_collections(&mut self) -> usize {
+        let collections = &self.collections;
+        self.disk
+            .erase_where(|d| collections.is_logically_deleted(d))
+    }
+
     /// The highest seqno of `collection` in this vbucket (documents and its
     /// system events), at most the high seqno (0 if it has none).
     pub fn collection_high_seqno(&self, collection: u32) -> u64 {
@@ -569,8 +577,13 @@ mod tests {
                 (SystemEventId::DropScope, uid + 1)
             ]
         );
-        // Purging tombstones purges drop events too, never creates.
+        // Purging tombstones purges drop events too, never creates; the
+        // compaction erases the dropped collection's documents.
+        assert_eq!(b.vbucket(0).unwrap().live_count(), 2);
         let purge = b.purge(0, u64::MAX).unwrap();
-        assert_eq!(purge, b.vbucket(0).unwrap().high_seqno());
+        let vb = b.vbucket(0).unwrap();
+        assert_eq!(purge, vb.high_seqno());
+        assert_eq!((vb.live_count(), vb.tombstone_count()), (0, 0));
+        assert_eq!(vb.documents().count(), 0);
     }
 }

@@ -205,6 +205,37 @@ impl Disk {
         }
     }
 
+    /// Erases every stored version of the keys whose latest version
+    /// `erase` selects (documents of a dropped collection, as compaction
+    /// does); returns how many keys went. The purge seqno does not move:
+    /// a stream behind learns of the drop from its system event.
+    pub(crate) fn erase_where(&mut self, erase: impl Fn(&Document) -> bool) -> usize {
+        let doomed: Vec<u64> = self
+            .by_seqno
+            .iter()
+            .filter(|(_, v)| v.superseded_by.is_none() && !v.item.is_system_event())
+            .filter(|(_, v)| erase(&v.item))
+            .map(|(&s, _)| s)
+            .collect();
+        for &latest in &doomed {
+            let mut next = Some(latest);
+            while let Some(seqno) = next {
+                let Some(v) = self.by_seqno.remove(&seqno) else {
+                    break;
+                };
+                self.superseded.remove(&seqno);
+                if seqno == latest {
+                    if v.item.is_live() {
+                        self.live -= 1;
+                    }
+                    self.index_remove(&v.item);
+                }
+                next = v.supersedes;
+            }
+        }
+        doomed.len()
+    }
+
     /// Purges the latest-version tombstones at or below `up_to`; returns the
     /// new purge seqno (the highest purged tombstone's seqno, never lower
     /// than before).

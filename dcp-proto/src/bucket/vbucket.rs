@@ -222,7 +222,10 @@ impl VBucket {
     }
 
     /// Purges tombstones at or below `up_to`; returns the purge seqno.
+    /// Compaction also erases the documents of dropped (and flushed)
+    /// collections.
     pub(crate) fn purge(&mut self, up_to: u64) -> u64 {
+        self.erase_dropped_collections();
         self.disk.purge(up_to)
     }
 }
