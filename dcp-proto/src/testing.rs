@@ -207,6 +207,14 @@ impl MaterializedView {
         Ok(())
     }
 
+    /// Forgets the documents of `vb` in the collections `which` selects:
+    /// what an application does when a filtered stream is refused with
+    /// UnknownCollection or UnknownScope (the collections were dropped and
+    /// their drop events may have been purged).
+    pub fn forget_collections(&mut self, vb: u16, which: impl Fn(u32) -> bool) {
+        self.docs.retain(|(v, c, _), _| *v != vb || !which(*c));
+    }
+
     /// The last seqno applied for `vb`.
     pub fn last_seqno(&self, vb: u16) -> u64 {
         self.last_seqno.get(&vb).copied().unwrap_or(0)

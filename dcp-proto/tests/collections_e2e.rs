@@ -32,6 +32,10 @@ struct Client {
     view: MaterializedView,
     ends: Vec<(u16, StreamEndReason)>,
     failed: Vec<(u16, dcp_proto::codec::Status)>,
+    /// Streams re-opened after StateChanged (a purge overtook them).
+    reopened: u64,
+    /// The filter each stream was opened with.
+    filters: std::collections::HashMap<u16, StreamFilter>,
 }
 
 impl World {
@@ -84,6 +88,8 @@ impl World {
             view: MaterializedView::with_collections(),
             ends: Vec::new(),
             failed: Vec::new(),
+            reopened: 0,
+            filters: std::collections::HashMap::new(),
         }
     }
 
@@ -108,12 +114,50 @@ impl World {
                 moved = true;
                 c.view.apply(&event).unwrap();
                 match event {
+                    // A purge overtook the stream: re-open it from where
+                    // it stopped (with its filter), as an application does.
+                    Event::StreamEnded {
+                        vbucket,
+                        reason: StreamEndReason::StateChanged,
+                        ..
+                    } => {
+                        let filter = c.filters.get(&vbucket).cloned();
+                        let reopened = match filter {
+                            Some(f) => c.consumer.open_filtered_stream(
+                                vbucket,
+                                StreamStart::Resume,
+                                None,
+                                f,
+                            ),
+                            None => c.consumer.open_stream(vbucket, StreamStart::Resume, None),
+                        };
+                        reopened.unwrap();
+                        c.reopened += 1;
+                    }
                     Event::StreamEnded {
                         vbucket, reason, ..
                     } => c.ends.push((vbucket, reason)),
+                    // Refused as unknown: the filtered collections were
+                    // dropped (their drop events may be purged); what the
+                    // stream delivered is gone.
                     Event::StreamFailed {
                         vbucket, status, ..
-                    } => c.failed.push((vbucket, status)),
+                    } => {
+                        if matches!(
+                            status,
+                            dcp_proto::codec::Status::UnknownCollection
+                                | dcp_proto::codec::Status::UnknownScope
+                        ) {
+                            match c.filters.get(&vbucket) {
+                                Some(StreamFilter::Collections(ids)) => {
+                                    let ids = ids.clone();
+                                    c.view.forget_collections(vbucket, |x| ids.contains(&x));
+                                }
+                                _ => c.view.forget_collections(vbucket, |_| true),
+                            }
+                        }
+                        c.failed.push((vbucket, status));
+                    }
                     _ => {}
                 }
             }
@@ -138,6 +182,26 @@ impl World {
     }
 
     fn check(&self, c: &Client, wanted: impl Fn(u32) -> bool + Copy) {
+        if let Some(vb) = c.view.first_difference_in(self.node.bucket(), wanted) {
+            let mine = c.view.live_all(vb);
+            let theirs = dcp_proto::testing::live_documents_in(self.node.bucket(), vb, wanted);
+            let only_view: Vec<_> = mine
+                .iter()
+                .filter(|(k, v)| theirs.get(*k) != Some(v))
+                .collect();
+            let only_bucket: Vec<_> = theirs
+                .iter()
+                .filter(|(k, v)| mine.get(*k) != Some(v))
+                .collect();
+            let v = self.node.bucket().vbucket(vb).unwrap();
+            eprintln!(
+                "vb {vb}: view-only {only_view:?}\nbucket-only {only_bucket:?}\nhigh {} purge {} low {} last {}",
+                v.high_seqno(),
+                v.purge_seqno(),
+                v.memory_low_seqno(),
+                c.view.last_seqno(vb)
+            );
+        }
         assert_eq!(
             c.view.first_difference_in(self.node.bucket(), wanted),
             None,
@@ -358,4 +422,176 @@ fn a_filter_survives_a_rollback_re_request() {
     );
     w.check(&client, |x| x == c);
     assert!((0..VBUCKETS).all(|vb| client.view.live_all(vb).keys().all(|(col, _)| *col == c)));
+}
+
+/// A small seeded generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+/// Seeded schedules of manifest changes (create, flush, drop of
+/// collections and scopes), writes in every live collection, compactions
+/// and partial pumps: after each step every consumer's view equals the
+/// bucket's view of its filter, and a filter whose collections all went
+/// ended FilterEmpty on every vbucket.
+#[test]
+fn seeded_manifest_schedules_keep_every_view_equal() {
+    const SEEDS: u64 = 32;
+    let mut reopened = 0;
+    for seed in 1..=SEEDS {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut w = World::new();
+        let now = wall(&mut w);
+        w.node.bucket_mut().create_scope("s", now).unwrap();
+        let first = w
+            .node
+            .bucket_mut()
+            .create_collection("s", "c0", None, now)
+            .unwrap()
+            .id;
+        let mut live: Vec<(String, String, u32)> = vec![("s".into(), "c0".into(), first)];
+        w.write(first, 30);
+        w.write(DEFAULT_COLLECTION, 30);
+
+        let mut all = w.connect("all");
+        let mut one = w.connect("one");
+        let mut scope = w.connect("scope");
+        for vb in 0..VBUCKETS {
+            all.consumer
+                .open_stream(vb, StreamStart::Beginning, None)
+                .unwrap();
+            one.consumer
+                .open_filtered_stream(
+                    vb,
+                    StreamStart::Beginning,
+                    None,
+                    StreamFilter::Collections(vec![first]),
+                )
+                .unwrap();
+            one.filters
+                .insert(vb, StreamFilter::Collections(vec![first]));
+            scope
+                .consumer
+                .open_filtered_stream(vb, StreamStart::Beginning, None, StreamFilter::Scope(8))
+                .unwrap();
+            scope.filters.insert(vb, StreamFilter::Scope(8));
+        }
+        let mut scope_live = true;
+        let mut next_name = 1;
+        for _step in 0..40 {
+            let now = wall(&mut w);
+            match rng.below(10) {
+                0 | 1 => {
+                    let name = format!("c{next_name}");
+                    next_name += 1;
+                    let in_s = scope_live && rng.below(2) == 0;
+                    let scope_name = if in_s { "s" } else { "_default" };
+                    let id = w
+                        .node
+                        .bucket_mut()
+                        .create_collection(scope_name, &name, None, now)
+                        .unwrap()
+                        .id;
+                    live.push((scope_name.into(), name, id));
+                }
+                2 if !live.is_empty() => {
+                    let (s, n, _) = live.remove(rng.below(live.len() as u64) as usize);
+                    w.node.bucket_mut().drop_collection(&s, &n, now).unwrap();
+                }
+                3 if !live.is_empty() => {
+                    let (s, n, _) = &live[rng.below(live.len() as u64) as usize];
+                    w.node.bucket_mut().flush_collection(s, n, now).unwrap();
+                }
+                4 if scope_live && rng.below(4) == 0 => {
+                    w.node.bucket_mut().drop_scope("s", now).unwrap();
+                    live.retain(|(s, _, _)| s != "s");
+                    scope_live = false;
+                }
+                5 => {
+                    for vb in 0..VBUCKETS {
+                        let high = w.node.bucket().vbucket(vb).unwrap().high_seqno();
+                        let up_to = high.saturating_sub(rng.below(20));
+                        w.node.bucket_mut().purge(vb, up_to).unwrap();
+                    }
+                }
+                _ => {
+                    let target = if live.is_empty() || rng.below(4) == 0 {
+                        DEFAULT_COLLECTION
+                    } else {
+                        live[rng.below(live.len() as u64) as usize].2
+                    };
+                    w.write(target, 1 + rng.below(15));
+                }
+            }
+            // Pump a random subset, then check the ones pumped.
+            let in_scope: Vec<u32> = w
+                .node
+                .bucket()
+                .manifest()
+                .collections()
+                .filter(|c| c.scope == 8)
+                .map(|c| c.id)
+                .collect();
+            if rng.below(2) == 0 {
+                w.pump(&mut all);
+                w.check(&all, |_| true);
+            }
+            if rng.below(2) == 0 {
+                w.pump(&mut one);
+                w.check(&one, |c| c == first);
+            }
+            if rng.below(2) == 0 {
+                w.pump(&mut scope);
+                w.check(&scope, |c| in_scope.contains(&c));
+            }
+        }
+        w.pump(&mut all);
+        w.pump(&mut one);
+        w.pump(&mut scope);
+        w.check(&all, |_| true);
+        w.check(&one, |c| c == first);
+        assert!(all.ends.is_empty() && all.failed.is_empty(), "seed {seed}");
+        // Each filtered stream whose collections went either ended
+        // FilterEmpty, or (re-opened after a purge overtook it) was refused
+        // as unknown, as the server does.
+        let gone = |c: &Client, unknown: dcp_proto::codec::Status| -> usize {
+            let ended = c
+                .ends
+                .iter()
+                .filter(|(_, r)| *r == StreamEndReason::FilterEmpty)
+                .count();
+            let refused = c.failed.iter().filter(|(_, s)| *s == unknown).count();
+            assert_eq!(
+                ended + refused,
+                c.ends.len() + c.failed.len(),
+                "seed {seed}"
+            );
+            ended + refused
+        };
+        reopened += all.reopened + one.reopened + scope.reopened;
+        let first_dropped = w.node.bucket().manifest().collection(first).is_none();
+        assert_eq!(
+            gone(&one, dcp_proto::codec::Status::UnknownCollection),
+            if first_dropped {
+                usize::from(VBUCKETS)
+            } else {
+                0
+            },
+            "seed {seed}"
+        );
+        assert_eq!(
+            gone(&scope, dcp_proto::codec::Status::UnknownScope),
+            if scope_live { 0 } else { usize::from(VBUCKETS) },
+            "seed {seed}"
+        );
+    }
+    // Purges overtook streams, which re-opened (and rolled back).
+    assert!(reopened > 0);
 }

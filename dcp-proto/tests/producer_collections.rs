@@ -613,3 +613,40 @@ fn admin_commands_change_the_manifest() {
         assert_eq!(vb.high_seqno(), 4);
     }
 }
+
+#[test]
+fn a_filtered_stream_behind_the_purge_seqno_needs_no_rollback_when_nothing_of_it_is_above() {
+    let config = config(1).with_bucket(
+        BucketConfig::new(BUCKET)
+            .with_vbuckets(1)
+            .with_checkpoints(2, 1),
+    );
+    let mut h = Harness::new(config);
+    let (c, d) = setup(&mut h);
+    set_in(&mut h, c, "x"); // 4
+    set_in(&mut h, d, "y"); // 5
+    h.set("a", "1"); // 6
+    h.delete("a"); // 7: a tombstone
+    h.set("b", "2"); // 8
+    h.set("e", "3"); // 9
+    let uuid = h.node.bucket().vbucket(0).unwrap().uuid();
+    assert_eq!(h.node.bucket_mut().purge(0, 9).unwrap(), 7);
+    let mut cl = collections_client(&mut h, "behind");
+    // c's last seqno is 4: a stream of c at 5 lost nothing to the purge.
+    let r = with_value(
+        resume(0, 1, uuid, 5, (5, 5)),
+        value(&format!(r#"{{"collections":["{c:x}"]}}"#)),
+    );
+    let got = view(&stream(&mut h, &mut cl, r), true);
+    assert_eq!(got, vec![It::Marker(5, 8, DISK | CHK), It::Advanced(8)]);
+    // The scope's events count for a scope filter: d's create at 3 is
+    // not in scope 8, c's create at 2 is; so is a stream of the scope at 5.
+    let mut sc = collections_client(&mut h, "scope-behind");
+    let r = with_value(resume(0, 2, uuid, 5, (5, 5)), value(r#"{"scope":"8"}"#));
+    let (resp, _) = h.stream_req(&mut sc, r);
+    assert_eq!(resp.status(), Status::Success);
+    // Unfiltered, the same position rolls back to 0.
+    let mut all = collections_client(&mut h, "all-behind");
+    let (resp, _) = h.stream_req(&mut all, resume(0, 3, uuid, 5, (5, 5)));
+    assert_eq!(response(&resp).rollback_seqno(), Some(0));
+}

@@ -172,6 +172,9 @@ pub(crate) struct VbCollections {
     live: BTreeMap<u32, u64>,
     dropped: BTreeMap<u32, u64>,
     high: BTreeMap<u32, u64>,
+    /// The seqno of each scope's latest system event (its own, or one of
+    /// its collections').
+    scope_high: BTreeMap<u32, u64>,
 }
 
 impl Default for VbCollections {
@@ -182,6 +185,7 @@ impl Default for VbCollections {
             live,
             dropped: BTreeMap::new(),
             high: BTreeMap::new(),
+            scope_high: BTreeMap::new(),
         }
     }
 }
@@ -204,6 +208,7 @@ impl VbCollections {
             let Some(item) = SystemEventItem::from_document(doc) else {
                 return;
             };
+            self.scope_high.insert(item.scope, doc.seqno);
             let Some(c) = item.collection else {
                 return;
             };
@@ -230,6 +235,12 @@ impl VbCollections {
     pub(crate) fn high_seqno(&self, collection: u32) -> u64 {
         self.high.get(&collection).copied().unwrap_or(0)
     }
+
+    /// The seqno of the latest system event of `scope` or of one of its
+    /// collections, 0 if none.
+    pub(crate) fn scope_event_seqno(&self, scope: u32) -> u64 {
+        self.scope_high.get(&scope).copied().unwrap_or(0)
+    }
 }
 
 impl VBucket {
@@ -255,6 +266,14 @@ impl VBucket {
     pub fn collection_high_seqno(&self, collection: u32) -> u64 {
         self.collections
             .high_seqno(collection)
+            .min(self.high_seqno())
+    }
+
+    /// The seqno of the latest system event of `scope` or of one of its
+    /// collections in this vbucket (0 if none).
+    pub fn scope_event_seqno(&self, scope: u32) -> u64 {
+        self.collections
+            .scope_event_seqno(scope)
             .min(self.high_seqno())
     }
 

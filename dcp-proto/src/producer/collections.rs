@@ -147,19 +147,31 @@ impl StreamFilter {
     }
 
     /// The highest seqno of what the filter streams in `vb` (the end a
-    /// ToLatest request gets), or `None` when not filtered.
+    /// ToLatest request gets), or `None` when not filtered: its
+    /// collections' documents and system events, and for a scope the
+    /// scope's events (a dropped collection's drop event included).
     pub(crate) fn high_seqno(&self, vb: &VBucket) -> Option<u64> {
-        let ids: Vec<u32> = match self {
-            StreamFilter::Collections(ids) => ids.iter().copied().collect(),
-            StreamFilter::Scope { collections, .. } => collections.iter().copied().collect(),
+        let (ids, scope): (Vec<u32>, Option<u32>) = match self {
+            StreamFilter::Collections(ids) => (ids.iter().copied().collect(), None),
+            StreamFilter::Scope {
+                scope, collections, ..
+            } => (collections.iter().copied().collect(), Some(*scope)),
             StreamFilter::Legacy | StreamFilter::PassThrough => return None,
         };
+        let collections = ids.into_iter().map(|c| vb.collection_high_seqno(c));
         Some(
-            ids.into_iter()
-                .map(|c| vb.collection_high_seqno(c))
+            collections
+                .chain(scope.map(|s| vb.scope_event_seqno(s)))
                 .max()
                 .unwrap_or(0),
         )
+    }
+
+    /// Whether a purge above `from` cannot have removed anything this
+    /// filter streams: nothing of it lies above `from` (the server's
+    /// exemption for filtered streams).
+    pub(crate) fn purge_exempt(&self, from: u64, vb: &VBucket) -> bool {
+        self.high_seqno(vb).is_some_and(|high| high <= from)
     }
 }
 

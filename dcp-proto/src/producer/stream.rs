@@ -223,6 +223,7 @@ impl Stream {
         from != 0
             && from < purge
             && self.params.remote_purge != purge
+            && !self.params.filter.purge_exempt(from, vb)
             && !self
                 .params
                 .flags
