@@ -18,7 +18,7 @@
 //! flush makes the documents below the new create event invisible the same
 //! way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -170,7 +170,10 @@ pub(crate) fn index_key(doc: &Document) -> (u32, Bytes) {
 #[derive(Debug, Clone)]
 pub(crate) struct VbCollections {
     live: BTreeMap<u32, u64>,
-    dropped: BTreeMap<u32, u64>,
+    /// The scope of each live collection.
+    scope_of: BTreeMap<u32, u32>,
+    /// The live scopes.
+    scopes: BTreeSet<u32>,
     high: BTreeMap<u32, u64>,
     /// The seqno of each scope's latest system event (its own, or one of
     /// its collections').
@@ -181,9 +184,12 @@ impl Default for VbCollections {
     fn default() -> Self {
         let mut live = BTreeMap::new();
         live.insert(DEFAULT_COLLECTION, 0);
+        let mut scope_of = BTreeMap::new();
+        scope_of.insert(DEFAULT_COLLECTION, 0);
         Self {
             live,
-            dropped: BTreeMap::new(),
+            scope_of,
+            scopes: BTreeSet::from([0]),
             high: BTreeMap::new(),
             scope_high: BTreeMap::new(),
         }
@@ -210,16 +216,25 @@ impl VbCollections {
             };
             self.scope_high.insert(item.scope, doc.seqno);
             let Some(c) = item.collection else {
+                match item.event {
+                    SystemEventId::CreateScope => {
+                        self.scopes.insert(item.scope);
+                    }
+                    SystemEventId::DropScope => {
+                        self.scopes.remove(&item.scope);
+                    }
+                    _ => {}
+                }
                 return;
             };
             match item.event {
                 SystemEventId::BeginCollection => {
                     self.live.insert(c, doc.seqno);
-                    self.dropped.remove(&c);
+                    self.scope_of.insert(c, item.scope);
                 }
                 SystemEventId::EndCollection => {
                     self.live.remove(&c);
-                    self.dropped.insert(c, doc.seqno);
+                    self.scope_of.remove(&c);
                 }
                 _ => {}
             }
@@ -234,6 +249,68 @@ impl VbCollections {
     /// events), 0 if none.
     pub(crate) fn high_seqno(&self, collection: u32) -> u64 {
         self.high.get(&collection).copied().unwrap_or(0)
+    }
+
+    /// The state a vbucket's history gives: its latest versions, by seqno.
+    pub(crate) fn rebuild<'a>(latest: impl Iterator<Item = &'a Document>) -> Self {
+        let mut state = Self::default();
+        for doc in latest {
+            state.on_commit(doc);
+        }
+        state
+    }
+
+    /// The system events that bring this vbucket to `manifest`: creates
+    /// of missing scopes and collections, drops of extra ones (what a
+    /// vbucket does when the manifest is applied to it again, e.g. after a
+    /// failover lost some of its events).
+    pub(crate) fn catch_up(&self, manifest: &Manifest) -> Vec<SystemEventItem> {
+        let uid = manifest.uid();
+        let mut events: Vec<SystemEventItem> = manifest
+            .scopes()
+            .filter(|s| !self.scopes.contains(&s.id))
+            .map(|s| SystemEventItem {
+                event: SystemEventId::CreateScope,
+                manifest_uid: uid,
+                scope: s.id,
+                collection: None,
+                name: Bytes::from(s.name.clone().into_bytes()),
+                max_ttl: None,
+            })
+            .collect();
+        events.extend(
+            manifest
+                .collections()
+                .filter(|c| !self.live.contains_key(&c.id))
+                .map(|c| begin_event(c, uid)),
+        );
+        events.extend(
+            self.scope_of
+                .iter()
+                .filter(|(c, _)| manifest.collection(**c).is_none())
+                .map(|(&c, &scope)| SystemEventItem {
+                    event: SystemEventId::EndCollection,
+                    manifest_uid: uid,
+                    scope,
+                    collection: Some(c),
+                    name: Bytes::new(),
+                    max_ttl: None,
+                }),
+        );
+        events.extend(
+            self.scopes
+                .iter()
+                .filter(|s| manifest.scope(**s).is_none())
+                .map(|&scope| SystemEventItem {
+                    event: SystemEventId::DropScope,
+                    manifest_uid: uid,
+                    scope,
+                    collection: None,
+                    name: Bytes::new(),
+                    max_ttl: None,
+                }),
+        );
+        events
     }
 
     /// The seqno of the latest system event of `scope` or of one of its
@@ -407,6 +484,21 @@ impl Bucket {
         Ok(entry)
     }
 
+    /// After a failover truncated `vb`'s history: its collections state
+    /// again follows what its history holds, and the system events it lost
+    /// are generated anew from the manifest (at new seqnos).
+    pub(crate) fn collections_after_failover(&mut self, vb: u16) -> Result<(), BucketError> {
+        let manifest = self.manifest.clone();
+        let vbucket = self.vbucket_mut(vb)?;
+        vbucket.collections = VbCollections::rebuild(vbucket.documents());
+        let events = vbucket.collections.catch_up(&manifest);
+        for event in &events {
+            // The CAS clock moves on from the vbucket's highest CAS.
+            vbucket.queue_system_event(event, SystemTime::UNIX_EPOCH);
+        }
+        Ok(())
+    }
+
     /// Runs a document operation on vbucket `vb` in `collection` (which
     /// must exist): [`write_vb`](Self::write_vb) for a collection.
     pub(crate) fn write_vb_in<T>(
@@ -563,6 +655,54 @@ mod tests {
         assert_eq!(drop.event, SystemEventId::EndCollection);
         assert!(scan.items.last().unwrap().is_deleted());
         assert_eq!(vb.collection_high_seqno(c.id), vb.high_seqno());
+    }
+
+    #[test]
+    fn a_failover_that_loses_system_events_regenerates_them() {
+        let mut b = Bucket::new(BucketConfig::new("b").with_vbuckets(1), 7);
+        b.create_scope("s", now()).unwrap(); // 1
+        let kept = b.create_collection("s", "kept", None, now()).unwrap().id; // 2
+        b.set_in(kept, b"k", "v", WriteOptions::new(), now())
+            .unwrap(); // 3
+        let gone = b.create_collection("s", "gone", None, now()).unwrap().id; // 4
+        let made = b.create_collection("s", "made", None, now()).unwrap().id; // 5
+        b.drop_collection("s", "gone", now()).unwrap(); // 6
+        // Lose 4..=6: the creates of gone and made and the drop of gone.
+        b.failover(0, 3).unwrap();
+        let vb = b.vbucket(0).unwrap();
+        assert_eq!(vb.high_seqno(), 4);
+        let events: Vec<(u64, SystemEventId, Option<u32>)> = vb
+            .scan(3, vb.high_seqno(), 10)
+            .items
+            .iter()
+            .filter_map(|d| {
+                SystemEventItem::from_document(d).map(|e| (d.seqno, e.event, e.collection))
+            })
+            .collect();
+        // Only made is created again (gone was dropped in the manifest).
+        assert_eq!(
+            events,
+            vec![(4, SystemEventId::BeginCollection, Some(made))]
+        );
+        b.set_in(made, b"m", "v", WriteOptions::new(), now())
+            .unwrap();
+        assert_eq!(b.vbucket(0).unwrap().documents_in(made).count(), 1);
+        assert_eq!(b.vbucket(0).unwrap().documents_in(kept).count(), 1);
+        assert!(
+            b.set_in(gone, b"x", "v", WriteOptions::new(), now())
+                .is_err()
+        );
+        // A failover that loses a drop drops the collection again.
+        b.drop_collection("s", "kept", now()).unwrap(); // 6
+        b.failover(0, 1).unwrap();
+        let vb = b.vbucket(0).unwrap();
+        let last = vb.scan(vb.high_seqno() - 1, vb.high_seqno(), 1).items;
+        let event = SystemEventItem::from_document(&last[0]).unwrap();
+        assert_eq!(
+            (event.event, event.collection),
+            (SystemEventId::EndCollection, Some(kept))
+        );
+        assert_eq!(vb.documents_in(kept).count(), 0);
     }
 
     #[test]

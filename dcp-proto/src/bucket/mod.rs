@@ -406,6 +406,7 @@ impl Bucket {
     pub fn failover(&mut self, vb: u16, lose_last: u64) -> Result<FailoverEntry, BucketError> {
         let uuid = self.rng.nonzero_u64();
         let entry = self.vbucket_mut(vb)?.failover(lose_last, uuid);
+        self.collections_after_failover(vb)?;
         self.events.push(BucketEvent::FailedOver { vbucket: vb });
         self.touched.insert(vb);
         Ok(entry)
