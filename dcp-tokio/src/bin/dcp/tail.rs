@@ -57,6 +57,12 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
                     .to_owned(),
             ));
         }
+        if args.wants_collections() {
+            return Err(Failure(
+                "--collections, --collection and --scope are not supported for couchbase:// clusters yet; stream one node"
+                    .to_owned(),
+            ));
+        }
         let name = args.name.clone().unwrap_or_else(default_name);
         return crate::tail_cluster::run(args, &address, name).await;
     }
