@@ -7,7 +7,13 @@
 //! ABORT drops it; a committed change of the key completes a pending
 //! prepare, as a disk snapshot sends commits as mutations); a change that does not advance its vbucket's seqno is reported
 //! (a duplicate or a replay without a rollback). Compare the result with the
-//! producer's bucket using [`live_documents`].
+//! producer's bucket using [`live_documents`] (the default collection) or
+//! [`live_documents_in`] (documents of every collection a filter selects).
+//!
+//! With collections ([`MaterializedView::with_collections`]) documents are
+//! keyed by (collection, key), and the system events apply: a dropped or
+//! flushed collection loses its documents (as versions, so that a rollback
+//! behind the event brings them back).
 //!
 //! ```
 //! use dcp_proto::bucket::{Bucket, BucketConfig, WriteOptions};
@@ -24,8 +30,9 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::bucket::{Bucket, DocumentKind, WriteOptions};
+use crate::bucket::{Bucket, WriteOptions};
 use crate::consumer::Event;
+use crate::msg::{CollectionKey, DEFAULT_COLLECTION, SystemEventData};
 
 /// Live documents of one vbucket: key → (seqno, value).
 pub type Live = BTreeMap<Bytes, (u64, Bytes)>;
@@ -50,14 +57,31 @@ pub fn pending_prepares(bucket: &Bucket, vb: u16) -> Pending {
         .unwrap_or_default()
 }
 
-/// The live documents of vbucket `vb` of `bucket`.
+/// Live documents of one vbucket in every collection: (collection, key) →
+/// (seqno, value).
+pub type LiveByCollection = BTreeMap<(u32, Bytes), (u64, Bytes)>;
+
+/// The live documents of vbucket `vb` of `bucket` (default collection).
 pub fn live_documents(bucket: &Bucket, vb: u16) -> Live {
+    live_documents_in(bucket, vb, |c| c == DEFAULT_COLLECTION)
+        .into_iter()
+        .map(|((_, key), doc)| (key, doc))
+        .collect()
+}
+
+/// The live documents of vbucket `vb` of `bucket` in the collections
+/// `wanted` selects (documents of dropped collections are not live).
+pub fn live_documents_in(
+    bucket: &Bucket,
+    vb: u16,
+    wanted: impl Fn(u32) -> bool,
+) -> LiveByCollection {
     bucket
         .vbucket(vb)
         .map(|v| {
             v.documents()
-                .filter(|d| d.kind == DocumentKind::Mutation)
-                .map(|d| (d.key.clone(), (d.seqno, d.body())))
+                .filter(|d| d.is_live() && wanted(d.collection) && !v.is_logically_deleted(d))
+                .map(|d| ((d.collection, d.key.clone()), (d.seqno, d.body())))
                 .collect()
         })
         .unwrap_or_default()
@@ -127,9 +151,14 @@ struct Prepared {
 /// What a consumer applied: the latest version of every key, per vbucket.
 #[derive(Debug, Clone, Default)]
 pub struct MaterializedView {
-    /// Every version applied per key, oldest first (a rollback must
-    /// restore the version a lost change replaced).
-    docs: HashMap<(u16, Bytes), Versions>,
+    /// Every version applied per (vbucket, collection, key), oldest first
+    /// (a rollback must restore the version a lost change replaced).
+    docs: HashMap<(u16, u32, Bytes), Versions>,
+    /// Keys carry a collection prefix (the consumer negotiated
+    /// collections).
+    collections: bool,
+    /// System events applied.
+    pub system_events: u64,
     last_seqno: HashMap<u16, u64>,
     /// Changes applied.
     pub changes: u64,
@@ -147,7 +176,17 @@ pub struct MaterializedView {
 }
 
 impl MaterializedView {
-    /// Applies one event (changes and rollbacks; other events are ignored).
+    /// A view of a consumer that negotiated collections: keys carry the
+    /// collection id.
+    pub fn with_collections() -> Self {
+        Self {
+            collections: true,
+            ..Self::default()
+        }
+    }
+
+    /// Applies one event (changes, system events, seqno advances and
+    /// rollbacks; other events are ignored).
     pub fn apply(&mut self, event: &Event) -> Result<(), OutOfOrder> {
         match event {
             Event::Prepare(p, _) => {
@@ -162,7 +201,7 @@ impl MaterializedView {
                         value,
                         completed_at: None,
                     });
-                return Ok(());
+                Ok(())
             }
             Event::Commit(c, _) => {
                 self.advance(c.vbucket, c.commit_seqno)?;
@@ -178,39 +217,17 @@ impl MaterializedView {
                         p.completed_at = Some(c.commit_seqno);
                         p.value.clone()
                     });
-                match found {
-                    Some(value) => {
+                match (found, self.split_key(&c.key)) {
+                    (Some(value), Some((collection, key))) => {
                         self.changes += 1;
                         self.docs
-                            .entry((c.vbucket, c.key.clone()))
+                            .entry((c.vbucket, collection, key))
                             .or_default()
                             .push((c.commit_seqno, value));
                     }
-                    None => self.orphan_commits += 1,
+                    _ => self.orphan_commits += 1,
                 }
-                return Ok(());
-            }
-            Event::OsoSnapshot(m, _) => {
-                let last = self.last_seqno(m.vbucket);
-                if m.is_start() {
-                    self.oso.insert(m.vbucket, (last, last));
-                }
-                if m.is_end()
-                    && let Some((_, max)) = self.oso.remove(&m.vbucket)
-                {
-                    self.last_seqno.insert(m.vbucket, max.max(last));
-                }
-                return Ok(());
-            }
-            Event::SeqnoAdvanced(m, _) => {
-                match self.oso.get_mut(&m.vbucket) {
-                    Some((_, max)) => *max = (*max).max(m.seqno),
-                    None => {
-                        let last = self.last_seqno.entry(m.vbucket).or_default();
-                        *last = (*last).max(m.seqno);
-                    }
-                }
-                return Ok(());
+                Ok(())
             }
             Event::Abort(a, _) => {
                 self.advance(a.vbucket, a.abort_seqno)?;
@@ -223,55 +240,126 @@ impl MaterializedView {
                 {
                     p.completed_at = Some(a.abort_seqno);
                 }
-                return Ok(());
+                Ok(())
             }
-            _ => {}
-        }
-        let (vbucket, key, seqno, value) = match event {
-            Event::Mutation(m, _) => (m.vbucket, &m.key, m.by_seqno, Some(m.value.clone())),
-            Event::Deletion(d, _) => (d.vbucket, &d.key, d.by_seqno, None),
-            Event::Expiration(e, _) => (e.vbucket, &e.key, e.by_seqno, None),
-            Event::Rollback { vbucket, seqno } => {
-                self.rollbacks.push((*vbucket, *seqno));
-                for ((vb, _), versions) in self.docs.iter_mut() {
-                    if *vb == *vbucket {
-                        versions.retain(|(s, _)| *s <= *seqno);
+            Event::OsoSnapshot(m, _) => {
+                let last = self.last_seqno(m.vbucket);
+                if m.is_start() {
+                    self.oso.insert(m.vbucket, (last, last));
+                }
+                if m.is_end()
+                    && let Some((_, max)) = self.oso.remove(&m.vbucket)
+                {
+                    self.last_seqno.insert(m.vbucket, max.max(last));
+                }
+                Ok(())
+            }
+            Event::SeqnoAdvanced(m, _) => {
+                match self.oso.get_mut(&m.vbucket) {
+                    Some((_, max)) => *max = (*max).max(m.seqno),
+                    None => {
+                        let last = self.last_seqno.entry(m.vbucket).or_default();
+                        *last = (*last).max(m.seqno);
                     }
                 }
-                self.docs.retain(|_, versions| !versions.is_empty());
-                for ((vb, _), prepares) in self.prepared.iter_mut() {
-                    if *vb == *vbucket {
-                        prepares.retain(|p| p.seqno <= *seqno);
-                        for p in prepares.iter_mut() {
-                            if p.completed_at.is_some_and(|c| c > *seqno) {
-                                p.completed_at = None;
-                            }
+                Ok(())
+            }
+            Event::Rollback { vbucket, seqno } => {
+                self.rollback(*vbucket, *seqno);
+                Ok(())
+            }
+            Event::SystemEvent(e, _) => {
+                self.advance(e.vbucket, e.by_seqno)?;
+                self.system_events += 1;
+                let cleared = match e.data() {
+                    Ok(
+                        SystemEventData::BeginCollection { collection_id, .. }
+                        | SystemEventData::EndCollection { collection_id, .. },
+                    ) => Some(collection_id),
+                    _ => None,
+                };
+                // A create (of a flushed collection) or a drop: every
+                // document of the collection is gone from here on.
+                if let Some(collection) = cleared {
+                    for ((vb, c, _), versions) in self.docs.iter_mut() {
+                        if *vb == e.vbucket && *c == collection {
+                            versions.push((e.by_seqno, None));
                         }
                     }
                 }
-                self.prepared.retain(|_, prepares| !prepares.is_empty());
-                self.oso.remove(vbucket);
-                self.last_seqno.insert(*vbucket, *seqno);
-                return Ok(());
+                Ok(())
             }
-            _ => return Ok(()),
-        };
-        self.advance(vbucket, seqno)?;
-        self.changes += 1;
-        // A committed change completes a pending prepare of the key (a
-        // disk snapshot sends the commit as a mutation).
-        if let Some(prepares) = self.prepared.get_mut(&(vbucket, key.clone())) {
-            for p in prepares.iter_mut() {
-                if p.completed_at.is_none() && p.seqno < seqno {
-                    p.completed_at = Some(seqno);
+            Event::Mutation(..) | Event::Deletion(..) | Event::Expiration(..) => {
+                let (Some(vbucket), Some(seqno)) = (event.vbucket(), event.seqno()) else {
+                    return Ok(());
+                };
+                self.advance(vbucket, seqno)?;
+                let Some(key) = event.document_key(self.collections) else {
+                    return Ok(());
+                };
+                let value = match event {
+                    Event::Mutation(m, _) => Some(m.value.clone()),
+                    _ => None,
+                };
+                self.changes += 1;
+                // A committed change completes a pending prepare of the key
+                // (a disk snapshot sends the commit as a mutation).
+                let raw = match event {
+                    Event::Mutation(m, _) => &m.key,
+                    Event::Deletion(d, _) => &d.key,
+                    Event::Expiration(e, _) => &e.key,
+                    _ => return Ok(()),
+                };
+                if let Some(prepares) = self.prepared.get_mut(&(vbucket, raw.clone())) {
+                    for p in prepares.iter_mut() {
+                        if p.completed_at.is_none() && p.seqno < seqno {
+                            p.completed_at = Some(seqno);
+                        }
+                    }
+                }
+                self.docs
+                    .entry((vbucket, key.collection_id, key.key))
+                    .or_default()
+                    .push((seqno, value));
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The collection and plain key of a wire key.
+    fn split_key(&self, raw: &Bytes) -> Option<(u32, Bytes)> {
+        if self.collections {
+            CollectionKey::split(raw)
+                .ok()
+                .map(|k| (k.collection_id, k.key))
+        } else {
+            Some((DEFAULT_COLLECTION, raw.clone()))
+        }
+    }
+
+    /// Obeys a rollback: changes above `seqno` are undone.
+    fn rollback(&mut self, vbucket: u16, seqno: u64) {
+        self.rollbacks.push((vbucket, seqno));
+        for ((vb, _, _), versions) in self.docs.iter_mut() {
+            if *vb == vbucket {
+                versions.retain(|(s, _)| *s <= seqno);
+            }
+        }
+        self.docs.retain(|_, versions| !versions.is_empty());
+        for ((vb, _), prepares) in self.prepared.iter_mut() {
+            if *vb == vbucket {
+                prepares.retain(|p| p.seqno <= seqno);
+                for p in prepares.iter_mut() {
+                    if p.completed_at.is_some_and(|c| c > seqno) {
+                        p.completed_at = None;
+                    }
                 }
             }
         }
-        self.docs
-            .entry((vbucket, key.clone()))
-            .or_default()
-            .push((seqno, value));
-        Ok(())
+        self.prepared.retain(|_, prepares| !prepares.is_empty());
+        self.oso.remove(&vbucket);
+        self.last_seqno.insert(vbucket, seqno);
     }
 
     fn advance(&mut self, vbucket: u16, seqno: u64) -> Result<(), OutOfOrder> {
@@ -316,6 +404,14 @@ impl MaterializedView {
         (0..bucket.num_vbuckets()).find(|&vb| self.pending(vb) != pending_prepares(bucket, vb))
     }
 
+    /// Forgets the documents of `vb` in the collections `which` selects:
+    /// what an application does when a filtered stream is refused with
+    /// UnknownCollection or UnknownScope (the collections were dropped and
+    /// their drop events may have been purged).
+    pub fn forget_collections(&mut self, vb: u16, which: impl Fn(u32) -> bool) {
+        self.docs.retain(|(v, c, _), _| *v != vb || !which(*c));
+    }
+
     /// The last seqno applied for `vb`.
     pub fn last_seqno(&self, vb: u16) -> u64 {
         self.last_seqno.get(&vb).copied().unwrap_or(0)
@@ -328,14 +424,25 @@ impl MaterializedView {
             .all(|(vb, &target)| self.last_seqno(vb) >= target)
     }
 
-    /// Live documents of `vb`: key → (seqno, value).
+    /// Live documents of `vb` in the default collection: key → (seqno,
+    /// value).
     pub fn live(&self, vb: u16) -> Live {
+        self.live_all(vb)
+            .into_iter()
+            .filter(|((c, _), _)| *c == DEFAULT_COLLECTION)
+            .map(|((_, key), doc)| (key, doc))
+            .collect()
+    }
+
+    /// Live documents of `vb` in every collection: (collection, key) →
+    /// (seqno, value).
+    pub fn live_all(&self, vb: u16) -> LiveByCollection {
         self.docs
             .iter()
-            .filter(|((v, _), _)| *v == vb)
-            .filter_map(|((_, key), versions)| {
+            .filter(|((v, _, _), _)| *v == vb)
+            .filter_map(|((_, c, key), versions)| {
                 let (seqno, value) = versions.last()?;
-                value.clone().map(|v| (key.clone(), (*seqno, v)))
+                value.clone().map(|v| ((*c, key.clone()), (*seqno, v)))
             })
             .collect()
     }
@@ -343,6 +450,17 @@ impl MaterializedView {
     /// The first vbucket whose live documents differ from `bucket`'s.
     pub fn first_difference(&self, bucket: &Bucket) -> Option<u16> {
         (0..bucket.num_vbuckets()).find(|&vb| self.live(vb) != live_documents(bucket, vb))
+    }
+
+    /// The first vbucket whose live documents (every collection) differ
+    /// from `bucket`'s in the collections `wanted` selects.
+    pub fn first_difference_in(
+        &self,
+        bucket: &Bucket,
+        wanted: impl Fn(u32) -> bool + Copy,
+    ) -> Option<u16> {
+        (0..bucket.num_vbuckets())
+            .find(|&vb| self.live_all(vb) != live_documents_in(bucket, vb, wanted))
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::{BufMut, BytesMut};
 use dcp_proto::consumer::{
     ConnectionStats, Consumer, ConsumerConfig, ConsumerError, Credit, Event, Negotiated,
-    StreamStart, StreamStats,
+    StreamFilter, StreamStart, StreamStats,
 };
 use dcp_proto::session::{Checkpoint, StreamPosition};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -214,6 +214,21 @@ impl Connection {
         end_seqno: Option<u64>,
     ) -> Result<(), Error> {
         Ok(self.consumer.open_stream(vbucket, start, end_seqno)?)
+    }
+
+    /// Opens a stream streaming only what `filter` selects (collections
+    /// connections: [`ConsumerConfig::with_collections`]); see
+    /// [`Consumer::open_filtered_stream`].
+    pub fn open_filtered_stream(
+        &mut self,
+        vbucket: u16,
+        start: StreamStart,
+        end_seqno: Option<u64>,
+        filter: StreamFilter,
+    ) -> Result<(), Error> {
+        Ok(self
+            .consumer
+            .open_filtered_stream(vbucket, start, end_seqno, filter)?)
     }
 
     /// Opens a stream resuming from a saved position (see

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::collections::index_key;
 use super::document::Document;
 
 /// One checkpoint.
@@ -23,8 +24,8 @@ struct Checkpoint {
     start: u64,
     /// The versions, by seqno.
     items: BTreeMap<u64, Arc<Document>>,
-    /// Key -> the seqno of its version in `items`.
-    keys: HashMap<Bytes, u64>,
+    /// (Collection, key) -> the seqno of its version in `items`.
+    keys: HashMap<(u32, Bytes), u64>,
     /// Keys with a prepare or abort in `items` (the prepared namespace,
     /// never deduplicated).
     prepared_keys: HashSet<Bytes>,
@@ -99,7 +100,11 @@ impl Checkpoints {
         let Some(open) = self.list.back_mut() else {
             return;
         };
-        if let Some(old) = open.keys.insert(item.key.clone(), seqno) {
+        // System events are not deduplicated in memory: a stream sees a
+        // collection's create before its drop (disk keeps the latest).
+        if !item.is_system_event()
+            && let Some(old) = open.keys.insert(index_key(&item), seqno)
+        {
             open.items.remove(&old);
         }
         open.items.insert(seqno, item);
@@ -211,6 +216,7 @@ mod tests {
     pub(crate) fn item(key: &str, seqno: u64) -> Arc<Document> {
         Arc::new(Document {
             key: Bytes::copy_from_slice(key.as_bytes()),
+            collection: 0,
             value: Bytes::new(),
             datatype: Datatype::RAW,
             flags: 0,

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::collections::index_key;
 use super::document::Document;
 
 /// A stored version and its links to the versions of the same key.
@@ -31,8 +32,11 @@ struct Version {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Disk {
     by_seqno: BTreeMap<u64, Version>,
-    /// Key -> seqno of its latest version.
-    by_key: HashMap<Bytes, u64>,
+    /// Collection -> key -> seqno of its latest version (system events are
+    /// indexed by their identity in the system-event namespace).
+    by_key: HashMap<u32, HashMap<Bytes, u64>>,
+    /// Number of keys in `by_key`.
+    keys: usize,
     /// Superseding seqno -> superseded seqno, for garbage collection.
     superseded: BTreeMap<u64, u64>,
     /// Highest seqno of a purged tombstone.
@@ -53,10 +57,37 @@ pub(crate) struct Scan {
 }
 
 impl Disk {
-    /// The latest version of `key` (possibly a tombstone).
-    pub(crate) fn get(&self, key: &[u8]) -> Option<&Arc<Document>> {
-        let seqno = self.by_key.get(key)?;
+    /// The latest version of `key` in `collection` (possibly a tombstone).
+    pub(crate) fn get(&self, collection: u32, key: &[u8]) -> Option<&Arc<Document>> {
+        let seqno = self.by_key.get(&collection)?.get(key)?;
         self.by_seqno.get(seqno).map(|v| &v.item)
+    }
+
+    /// Indexes `item`'s key at `seqno`; returns the seqno it replaced.
+    fn index_insert(&mut self, item: &Document, seqno: u64) -> Option<u64> {
+        let (collection, key) = index_key(item);
+        let previous = self
+            .by_key
+            .entry(collection)
+            .or_default()
+            .insert(key, seqno);
+        if previous.is_none() {
+            self.keys += 1;
+        }
+        previous
+    }
+
+    /// Removes `item`'s key from the index.
+    fn index_remove(&mut self, item: &Document) {
+        let (collection, key) = index_key(item);
+        if let Some(keys) = self.by_key.get_mut(&collection) {
+            if keys.remove(&key).is_some() {
+                self.keys -= 1;
+            }
+            if keys.is_empty() {
+                self.by_key.remove(&collection);
+            }
+        }
     }
 
     /// The purge seqno.
@@ -71,7 +102,7 @@ impl Disk {
 
     /// Number of latest versions that are tombstones.
     pub(crate) fn tombstone_count(&self) -> usize {
-        self.by_key.len() - self.live
+        self.keys - self.live
     }
 
     /// Number of stored versions (latest and superseded).
@@ -91,17 +122,17 @@ impl Disk {
     /// Stores a new latest version of its key.
     pub(crate) fn insert(&mut self, item: Arc<Document>) {
         let seqno = item.seqno;
-        let previous = self.by_key.insert(item.key.clone(), seqno);
+        let previous = self.index_insert(&item, seqno);
         if let Some(old) = previous.and_then(|s| self.by_seqno.get_mut(&s)) {
             old.superseded_by = Some(seqno);
-            if !old.item.is_deleted() {
+            if old.item.is_live() {
                 self.live -= 1;
             }
         }
         if let Some(old) = previous {
             self.superseded.insert(seqno, old);
         }
-        if !item.is_deleted() {
+        if item.is_live() {
             self.live += 1;
         }
         self.by_seqno.insert(
@@ -185,6 +216,37 @@ impl Disk {
         }
     }
 
+    /// Erases every stored version of the keys whose latest version
+    /// `erase` selects (documents of a dropped collection, as compaction
+    /// does); returns how many keys went. The purge seqno does not move:
+    /// a stream behind learns of the drop from its system event.
+    pub(crate) fn erase_where(&mut self, erase: impl Fn(&Document) -> bool) -> usize {
+        let doomed: Vec<u64> = self
+            .by_seqno
+            .iter()
+            .filter(|(_, v)| v.superseded_by.is_none() && !v.item.is_system_event())
+            .filter(|(_, v)| erase(&v.item))
+            .map(|(&s, _)| s)
+            .collect();
+        for &latest in &doomed {
+            let mut next = Some(latest);
+            while let Some(seqno) = next {
+                let Some(v) = self.by_seqno.remove(&seqno) else {
+                    break;
+                };
+                self.superseded.remove(&seqno);
+                if seqno == latest {
+                    if v.item.is_live() {
+                        self.live -= 1;
+                    }
+                    self.index_remove(&v.item);
+                }
+                next = v.supersedes;
+            }
+        }
+        doomed.len()
+    }
+
     /// Purges the latest-version tombstones at or below `up_to`; returns the
     /// new purge seqno (the highest purged tombstone's seqno, never lower
     /// than before).
@@ -197,7 +259,7 @@ impl Disk {
             .collect();
         for seqno in purged {
             if let Some(v) = self.by_seqno.remove(&seqno) {
-                self.by_key.remove(&v.item.key);
+                self.index_remove(&v.item);
                 // The version the tombstone replaced stays, superseded, for
                 // reads as of a seqno below the tombstone and for a
                 // failover that loses it, until garbage collection.
@@ -226,7 +288,7 @@ impl Disk {
                 // already; nothing refers to it any more.
                 continue;
             }
-            if !v.item.is_deleted() {
+            if v.item.is_live() {
                 self.live -= 1;
             }
             self.superseded.remove(&s);
@@ -236,13 +298,13 @@ impl Disk {
             {
                 Some((old, restored)) => {
                     restored.superseded_by = None;
-                    if !restored.item.is_deleted() {
+                    if restored.item.is_live() {
                         self.live += 1;
                     }
-                    self.by_key.insert(v.item.key.clone(), old);
+                    self.index_insert(&v.item, old);
                 }
                 None => {
-                    self.by_key.remove(&v.item.key);
+                    self.index_remove(&v.item);
                 }
             }
         }
@@ -257,10 +319,11 @@ impl Disk {
             self.superseded.remove(&newer);
             if let Some(restored) = self.by_seqno.get_mut(&old) {
                 restored.superseded_by = None;
-                if !restored.item.is_deleted() {
+                if restored.item.is_live() {
                     self.live += 1;
                 }
-                self.by_key.insert(restored.item.key.clone(), old);
+                let item = Arc::clone(&restored.item);
+                self.index_insert(&item, old);
             }
         }
     }
@@ -275,6 +338,7 @@ mod tests {
     fn item(key: &str, seqno: u64, deleted: bool) -> Arc<Document> {
         Arc::new(Document {
             key: Bytes::copy_from_slice(key.as_bytes()),
+            collection: 0,
             value: Bytes::new(),
             datatype: Datatype::RAW,
             flags: 0,
@@ -328,7 +392,7 @@ mod tests {
         d.insert(item("c", 4, false));
         assert_eq!(d.tombstone_count(), 2);
         assert_eq!(d.purge(2), 2);
-        assert!(d.get(b"a").is_none());
+        assert!(d.get(0, b"a").is_none());
         assert_eq!(d.purge(1), 2, "never goes down");
         assert_eq!(d.purge(10), 3);
         assert_eq!(seqnos(&d.scan(0, 4, 10)), vec![4]);
@@ -348,7 +412,7 @@ mod tests {
         d.insert(item("a", 3, true));
         d.insert(item("b", 4, false));
         assert_eq!(d.purge(4), 3);
-        assert!(d.get(b"a").is_none());
+        assert!(d.get(0, b"a").is_none());
         assert_eq!(d.tombstone_count(), 0);
         // As of 2 the vbucket held a@1 and b@2; as of 4 only b@4.
         assert_eq!(seqnos(&d.scan(0, 2, 10)), vec![1, 2]);
@@ -359,7 +423,7 @@ mod tests {
         assert_eq!(collected.version_count(), 1);
         // Losing 3 and 4 brings a@1 and b@2 back.
         d.truncate(2);
-        assert_eq!(d.get(b"a").map(|i| i.seqno), Some(1));
+        assert_eq!(d.get(0, b"a").map(|i| i.seqno), Some(1));
         assert_eq!(seqnos(&d.scan(0, 10, 10)), vec![1, 2]);
         assert_eq!((d.live_count(), d.tombstone_count()), (2, 0));
         assert_eq!(d.version_count(), 2);
@@ -374,8 +438,8 @@ mod tests {
         d.insert(item("a", 4, false));
         d.insert(item("c", 5, false));
         d.truncate(2);
-        assert_eq!(d.get(b"a").map(|i| i.seqno), Some(1));
-        assert!(d.get(b"c").is_none());
+        assert_eq!(d.get(0, b"a").map(|i| i.seqno), Some(1));
+        assert!(d.get(0, b"c").is_none());
         assert_eq!(seqnos(&d.scan(0, 10, 10)), vec![1, 2]);
         assert_eq!((d.live_count(), d.tombstone_count()), (2, 0));
         d.insert(item("a", 3, false));

@@ -18,6 +18,11 @@ pub enum DocumentKind {
     /// A tombstone left by expiry (the expiry pager, or a read of an expired
     /// document).
     Expiration,
+    /// A collections system event (see [`crate::bucket::SystemEventItem`]):
+    /// `flags` holds the event id, `key` the wire key (a name, or empty for
+    /// drops) and `value` the event's fixed-struct value, as a
+    /// non-FlatBuffers connection receives them.
+    SystemEvent,
 }
 
 /// One version of a document, as the bucket stores it and DCP streams it.
@@ -28,8 +33,12 @@ pub enum DocumentKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Document {
-    /// The key (no collection prefix: only the default collection exists).
+    /// The key, without any collection prefix (see `collection`).
     pub key: Bytes,
+    /// The collection the document lives in (0: the default collection;
+    /// [`SYSTEM_EVENT_COLLECTION`](crate::bucket::SYSTEM_EVENT_COLLECTION)
+    /// for system events).
+    pub collection: u32,
     /// The value, including the xattr section when `datatype` has XATTR.
     pub value: Bytes,
     /// Datatype bits of `value` (JSON, XATTR; never Snappy).
@@ -51,9 +60,26 @@ pub struct Document {
 }
 
 impl Document {
-    /// Whether this is a tombstone.
+    /// Whether this is a tombstone: a deletion, an expiration, or a drop
+    /// event (a dropped collection's or scope's system event is a deleted
+    /// item that compaction purges like any tombstone).
     pub fn is_deleted(&self) -> bool {
-        !matches!(self.kind, DocumentKind::Mutation)
+        match self.kind {
+            DocumentKind::Mutation => false,
+            DocumentKind::SystemEvent => super::collections::is_drop_event(self),
+            _ => true,
+        }
+    }
+
+    /// Whether this is a live document (not a tombstone, not a system
+    /// event).
+    pub fn is_live(&self) -> bool {
+        matches!(self.kind, DocumentKind::Mutation)
+    }
+
+    /// Whether this is a collections system event.
+    pub fn is_system_event(&self) -> bool {
+        matches!(self.kind, DocumentKind::SystemEvent)
     }
 
     /// Whether a live document has expired at `now_unix` (seconds).
@@ -106,6 +132,7 @@ mod tests {
     fn doc(value: Bytes, datatype: Datatype) -> Document {
         Document {
             key: Bytes::from_static(b"k"),
+            collection: 0,
             value,
             datatype,
             flags: 0,

@@ -469,6 +469,7 @@ impl VBucket {
         }
         let doc = Document {
             rev_seqno: self.next_rev(&key),
+            collection: self.write_collection,
             key,
             value,
             datatype,
@@ -499,6 +500,7 @@ impl VBucket {
         let (value, datatype) = super::document::tombstone_value(&existing);
         let doc = Document {
             key: existing.key.clone(),
+            collection: existing.collection,
             value,
             datatype,
             flags: existing.flags,
@@ -605,6 +607,7 @@ impl VBucket {
         let abort = self.queue_prepared(
             Document {
                 key: doc.key.clone(),
+                collection: doc.collection,
                 value: Bytes::new(),
                 datatype: crate::codec::Datatype::RAW,
                 flags: 0,

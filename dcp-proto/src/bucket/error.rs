@@ -54,6 +54,24 @@ pub enum BucketError {
     /// A vbucket state this model does not know.
     #[error("invalid vbucket state {0}")]
     InvalidState(VbucketState),
+    /// No collection has this id (or it was dropped).
+    #[error("unknown collection {0:#x}")]
+    UnknownCollection(u32),
+    /// No collection has this `scope.collection` name.
+    #[error("unknown collection {0}")]
+    UnknownCollectionName(String),
+    /// No scope has this name.
+    #[error("unknown scope {0}")]
+    UnknownScope(String),
+    /// A collection of this name exists in the scope.
+    #[error("collection {0} exists")]
+    CollectionExists(String),
+    /// A scope of this name exists.
+    #[error("scope {0} exists")]
+    ScopeExists(String),
+    /// Not a valid scope or collection name.
+    #[error("invalid scope or collection name {0:?}")]
+    InvalidName(String),
 }
 
 impl BucketError {
@@ -72,6 +90,12 @@ impl BucketError {
             BucketError::Invalid(_) | BucketError::InvalidState(_) => Status::Einval,
             BucketError::SyncWriteInProgress => Status::SyncWriteInProgress,
             BucketError::DurabilityInvalidLevel => Status::DurabilityInvalidLevel,
+            BucketError::UnknownCollection(_) | BucketError::UnknownCollectionName(_) => {
+                Status::UnknownCollection
+            }
+            BucketError::UnknownScope(_) => Status::UnknownScope,
+            BucketError::CollectionExists(_) | BucketError::ScopeExists(_) => Status::KeyEexists,
+            BucketError::InvalidName(_) => Status::Einval,
         }
     }
 }

@@ -30,11 +30,13 @@
 //! ```
 
 mod checkpoint;
+mod collections;
 mod disk;
 mod document;
 mod durability;
 mod error;
 mod hash;
+mod manifest;
 mod rng;
 mod vbucket;
 mod write;
@@ -44,11 +46,15 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 
+pub use collections::{SYSTEM_EVENT_COLLECTION, SystemEventItem};
 pub use document::{Document, DocumentKind};
 pub(crate) use durability::{Completion, PreparedItem, SyncRecord};
 pub use durability::{SyncWriteInfo, SyncWriteMode, SyncWriteOutcome};
 pub use error::BucketError;
 pub use hash::vbucket_for_key;
+pub use manifest::{
+    CollectionEntry, DEFAULT_NAME, FIRST_USER_ID, MAX_NAME_LEN, Manifest, ScopeEntry,
+};
 pub(crate) use rng::Rng;
 pub use vbucket::VBucket;
 pub use write::{MAX_KEY_LEN, MutationInfo, RELATIVE_EXPIRY_LIMIT, StoreMode, WriteOptions};
@@ -138,6 +144,8 @@ pub struct Bucket {
     sync_mode: SyncWriteMode,
     /// Sync writes completed since the node last looked.
     completions: Vec<Completion>,
+    /// The collections manifest.
+    manifest: Manifest,
 }
 
 impl Bucket {
@@ -163,6 +171,7 @@ impl Bucket {
             events: Vec::new(),
             sync_mode: SyncWriteMode::default(),
             completions: Vec::new(),
+            manifest: Manifest::new(),
         }
     }
 
@@ -422,6 +431,7 @@ impl Bucket {
     pub fn failover(&mut self, vb: u16, lose_last: u64) -> Result<FailoverEntry, BucketError> {
         let uuid = self.rng.nonzero_u64();
         let entry = self.vbucket_mut(vb)?.failover(lose_last, uuid);
+        self.collections_after_failover(vb)?;
         self.events.push(BucketEvent::FailedOver { vbucket: vb });
         self.touched.insert(vb);
         Ok(entry)

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::checkpoint::{Batch, Checkpoints};
+use super::collections::VbCollections;
 use super::disk::{Disk, Scan};
 use super::document::Document;
 use super::durability::Durability;
@@ -27,6 +28,10 @@ pub struct VBucket {
     pub(super) warming_up: bool,
     /// Sync writes: prepares, commits, aborts (see [`super::durability`]).
     pub(super) sync: Durability,
+    /// Which collections are live or dropped here (see `collections`).
+    pub(super) collections: VbCollections,
+    /// The collection the document operation in progress addresses.
+    pub(super) write_collection: u32,
 }
 
 /// Seconds and nanoseconds since the Unix epoch (0 before it).
@@ -56,6 +61,8 @@ impl VBucket {
             max_cas: 0,
             warming_up: false,
             sync: Durability::default(),
+            collections: VbCollections::default(),
+            write_collection: 0,
         }
     }
 
@@ -126,10 +133,10 @@ impl VBucket {
         self.warming_up
     }
 
-    /// The latest version of `key`, tombstones included, without expiring
-    /// anything.
+    /// The latest version of `key` in the default collection, tombstones
+    /// included, without expiring anything.
     pub fn peek(&self, key: &[u8]) -> Option<&Document> {
-        self.disk.get(key).map(|d| &**d)
+        self.disk.get(0, key).map(|d| &**d)
     }
 
     /// The latest versions (live documents and tombstones), by seqno.
@@ -150,6 +157,7 @@ impl VBucket {
         doc.seqno = self.high_seqno;
         doc.cas = self.max_cas;
         let doc = Arc::new(doc);
+        self.collections.on_commit(&doc);
         self.disk.insert(Arc::clone(&doc));
         self.checkpoints.queue(Arc::clone(&doc));
         self.disk.collect_garbage(self.checkpoints.low_seqno());
@@ -163,8 +171,12 @@ impl VBucket {
     }
 
     /// A step of a backfill reading the vbucket as of `end`.
+    /// Documents of dropped (or flushed) collections are skipped.
     pub(crate) fn scan(&self, after: u64, end: u64, limit: usize) -> Scan {
-        self.disk.scan(after, end, limit)
+        let mut scan = self.disk.scan(after, end, limit);
+        scan.items
+            .retain(|d| !self.collections.is_logically_deleted(d));
+        scan
     }
 
     /// Pins the versions a backfill up to `end` needs.
@@ -234,9 +246,12 @@ impl VBucket {
     }
 
     /// Purges tombstones at or below `up_to`; returns the purge seqno.
+    /// Compaction also erases the documents of dropped (and flushed)
+    /// collections.
     pub(crate) fn purge(&mut self, up_to: u64) -> u64 {
         let aborts = self.sync.purge_aborts(up_to, self.checkpoints.low_seqno());
         self.disk.raise_purge_seqno(aborts);
+        self.erase_dropped_collections();
         self.disk.purge(up_to)
     }
 }
@@ -252,6 +267,7 @@ mod tests {
     pub(crate) fn doc(key: &str) -> Document {
         Document {
             key: Bytes::copy_from_slice(key.as_bytes()),
+            collection: 0,
             value: Bytes::from_static(b"v"),
             datatype: Datatype::RAW,
             flags: 0,

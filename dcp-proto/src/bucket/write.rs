@@ -180,8 +180,8 @@ impl VBucket {
     /// The live document under `key` at `now`; an expired one is expired
     /// first (a new seqno), as a read does on a data node.
     pub(super) fn live(&mut self, key: &[u8], now: SystemTime) -> Option<Arc<Document>> {
-        let doc = Arc::clone(self.disk.get(key)?);
-        if doc.is_deleted() {
+        let doc = Arc::clone(self.disk.get(self.write_collection, key)?);
+        if doc.is_deleted() || self.collections.is_logically_deleted(&doc) {
             return None;
         }
         if doc.is_expired(unix_secs(now)) {
@@ -205,6 +205,7 @@ impl VBucket {
         self.commit(
             Document {
                 key: doc.key.clone(),
+                collection: doc.collection,
                 value,
                 datatype,
                 flags: doc.flags,
@@ -237,6 +238,7 @@ impl VBucket {
         let doc = self.commit(
             Document {
                 key: Bytes::copy_from_slice(key),
+                collection: self.write_collection,
                 value: xattrs,
                 datatype: Datatype::XATTR,
                 flags: 0,
@@ -254,7 +256,9 @@ impl VBucket {
 
     /// The rev seqno a new version of `key` gets.
     pub(super) fn next_rev(&self, key: &[u8]) -> u64 {
-        self.disk.get(key).map_or(1, |d| d.rev_seqno + 1)
+        self.disk
+            .get(self.write_collection, key)
+            .map_or(1, |d| d.rev_seqno + 1)
     }
 
     pub(super) fn check_cas(existing: Option<&Arc<Document>>, cas: u64) -> Result<(), BucketError> {
@@ -296,6 +300,7 @@ impl VBucket {
         let doc = self.commit(
             Document {
                 rev_seqno: self.next_rev(&key),
+                collection: self.write_collection,
                 key,
                 value,
                 datatype,
@@ -352,7 +357,11 @@ impl VBucket {
         let due: Vec<Arc<Document>> = self
             .disk
             .latest()
-            .filter(|d| d.is_expired(secs) && !self.sync.is_pending(&d.key))
+            .filter(|d| {
+                d.is_expired(secs)
+                    && !self.sync.is_pending(&d.key)
+                    && !self.collections.is_logically_deleted(d)
+            })
             .cloned()
             .collect();
         for doc in &due {
@@ -410,6 +419,7 @@ impl VBucket {
         let doc = self.commit(
             Document {
                 key,
+                collection: self.write_collection,
                 value: joined.freeze(),
                 datatype,
                 flags: existing.flags,
@@ -474,6 +484,7 @@ impl VBucket {
         let doc = self.commit(
             Document {
                 rev_seqno: self.next_rev(&key),
+                collection: self.write_collection,
                 key,
                 value: stored,
                 datatype,

@@ -54,6 +54,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod collections;
 mod config;
 mod error;
 mod event;
@@ -67,6 +68,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+pub use collections::{CollectionsChange, ManifestView, StreamFilter};
 pub use config::{ConsumerConfig, ControlSetting, RollbackMode, SnappyMode};
 pub use error::{CommandError, ConsumerError, HandshakeStep, ProtocolError};
 pub use event::{Credit, Event};
@@ -392,6 +394,18 @@ impl Consumer {
         start: StreamStart,
         end_seqno: Option<u64>,
     ) -> Result<(), CommandError> {
+        self.open_stream_with(vbucket, start, end_seqno, None)
+    }
+
+    /// [`open_stream`](Self::open_stream) with an optional collections
+    /// filter.
+    fn open_stream_with(
+        &mut self,
+        vbucket: u16,
+        start: StreamStart,
+        end_seqno: Option<u64>,
+        filter: Option<StreamFilter>,
+    ) -> Result<(), CommandError> {
         if self.error.is_some() {
             return Err(CommandError::Closed);
         }
@@ -415,7 +429,7 @@ impl Consumer {
                 reason: "start is beyond the end seqno",
             });
         }
-        state.stream = Some(Stream::new(
+        let mut stream = Stream::new(
             end,
             if resolving_now {
                 StreamState::ResolvingNow {
@@ -425,7 +439,9 @@ impl Consumer {
             } else {
                 StreamState::Queued
             },
-        ));
+        );
+        stream.filter = filter;
+        state.stream = Some(stream);
         if self.handshake.is_none() {
             self.start_stream(vbucket).map_err(|err| {
                 self.fail(err);
@@ -677,6 +693,7 @@ impl Consumer {
     }
 
     fn send_stream_request(&mut self, vbucket: u16) -> Result<(), ConsumerError> {
+        let value = self.filter_for_request(vbucket);
         let Some(state) = self.vbuckets.get_mut(&vbucket) else {
             return Ok(());
         };
@@ -693,7 +710,7 @@ impl Consumer {
             vbucket_uuid: resume.vbucket_uuid,
             snap_start_seqno: resume.snap_start_seqno,
             snap_end_seqno: resume.snap_end_seqno,
-            value: None,
+            value,
         };
         let opaque = self.out.send(request)?;
         stream.state = StreamState::Requested { opaque };

@@ -56,6 +56,8 @@ pub(crate) struct Stream {
     pub(crate) close_when_open: bool,
     /// A marker with the Ack flag: reply once its end seqno is received.
     ack_marker: Option<(u64, u32)>,
+    /// The collections filter every request of this stream carries.
+    pub(crate) filter: Option<super::collections::StreamFilter>,
 }
 
 impl Stream {
@@ -67,6 +69,7 @@ impl Stream {
             retry_delay: None,
             close_when_open: false,
             ack_marker: None,
+            filter: None,
         }
     }
 

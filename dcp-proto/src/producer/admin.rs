@@ -28,6 +28,12 @@
 //! | `sync_write_mode` | `{"hold":true}` (prepares stay pending) | `{}` |
 //! | `commit_pending` | `{"key":"k"}`, `{"vb":5}` or `{}` (all) | `{"completed":N}` |
 //! | `abort_pending` | same as `commit_pending` | `{"completed":N}` |
+//! | `create_scope` | `{"scope":"inventory"}` | `{"uid":"<hex>","id":"<hex>"}` |
+//! | `drop_scope` | `{"scope":"inventory"}` | `{"uid":"<hex>","id":"<hex>"}` |
+//! | `create_collection` | `{"scope":"inventory","collection":"hotels","max_ttl":60}` | `{"uid":"<hex>","id":"<hex>"}` |
+//! | `drop_collection` | `{"scope":"inventory","collection":"hotels"}` | `{"uid":"<hex>","id":"<hex>"}` |
+//! | `flush_collection` | `{"scope":"inventory","collection":"hotels"}` | `{"uid":"<hex>","id":"<hex>"}` |
+//! | `get_manifest` | `{}` | the manifest JSON |
 //!
 //! [`AdminCommand`] builds these frames.
 
@@ -137,6 +143,42 @@ pub enum AdminCommand {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vb: Option<u16>,
     },
+    /// [`Bucket::create_scope`](crate::bucket::Bucket::create_scope).
+    CreateScope {
+        /// The scope name.
+        scope: String,
+    },
+    /// [`Bucket::drop_scope`](crate::bucket::Bucket::drop_scope).
+    DropScope {
+        /// The scope name.
+        scope: String,
+    },
+    /// [`Bucket::create_collection`](crate::bucket::Bucket::create_collection).
+    CreateCollection {
+        /// The scope name.
+        scope: String,
+        /// The collection name.
+        collection: String,
+        /// Max TTL in seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_ttl: Option<u32>,
+    },
+    /// [`Bucket::drop_collection`](crate::bucket::Bucket::drop_collection).
+    DropCollection {
+        /// The scope name.
+        scope: String,
+        /// The collection name.
+        collection: String,
+    },
+    /// [`Bucket::flush_collection`](crate::bucket::Bucket::flush_collection).
+    FlushCollection {
+        /// The scope name.
+        scope: String,
+        /// The collection name.
+        collection: String,
+    },
+    /// The collections manifest ([`Manifest::to_json`](crate::bucket::Manifest::to_json)).
+    GetManifest,
 }
 
 impl AdminCommand {
@@ -156,6 +198,12 @@ impl AdminCommand {
             AdminCommand::SyncWriteMode { .. } => "sync_write_mode",
             AdminCommand::CommitPending { .. } => "commit_pending",
             AdminCommand::AbortPending { .. } => "abort_pending",
+            AdminCommand::CreateScope { .. } => "create_scope",
+            AdminCommand::DropScope { .. } => "drop_scope",
+            AdminCommand::CreateCollection { .. } => "create_collection",
+            AdminCommand::DropCollection { .. } => "drop_collection",
+            AdminCommand::FlushCollection { .. } => "flush_collection",
+            AdminCommand::GetManifest => "get_manifest",
         }
     }
 
@@ -317,6 +365,14 @@ fn run(command: AdminCommand, ctx: &mut Ctx<'_>) -> Result<serde_json::Value, Bu
             let completed = complete_pending(bucket, key, vb, false, ctx.wall_clock)?;
             serde_json::json!({ "completed": completed })
         }
+        command @ (AdminCommand::CreateScope { .. }
+        | AdminCommand::DropScope { .. }
+        | AdminCommand::CreateCollection { .. }
+        | AdminCommand::DropCollection { .. }
+        | AdminCommand::FlushCollection { .. }
+        | AdminCommand::GetManifest) => {
+            super::collections::run_admin(command, bucket, ctx.wall_clock)?
+        }
     })
 }
 
@@ -402,6 +458,15 @@ mod tests {
             },
             AdminCommand::MemoryFull { on: true },
             AdminCommand::ExpireDue,
+            AdminCommand::CreateCollection {
+                scope: "s".to_owned(),
+                collection: "c".to_owned(),
+                max_ttl: Some(5),
+            },
+            AdminCommand::DropScope {
+                scope: "s".to_owned(),
+            },
+            AdminCommand::GetManifest,
         ] {
             let mut buf = BytesMut::new();
             command.encode(1, &mut buf).unwrap();

@@ -34,15 +34,15 @@ pub(crate) fn is_kv(opcode: Opcode) -> bool {
     )
 }
 
-/// The key proper: without the collection prefix on collections
-/// connections (only the default collection exists).
-fn document_key(conn: &Connection, key: &Bytes) -> Result<Bytes, Status> {
+/// The collection and the key proper: on collections connections the key
+/// starts with the collection id (LEB128); without collections, the
+/// default collection.
+fn document_key(conn: &Connection, key: &Bytes) -> Result<(u32, Bytes), Status> {
     if !conn.features.collections {
-        return Ok(key.clone());
+        return Ok((DEFAULT_COLLECTION, key.clone()));
     }
     match CollectionKey::split(key) {
-        Ok(k) if k.collection_id == DEFAULT_COLLECTION => Ok(k.key),
-        Ok(_) => Err(Status::UnknownCollection),
+        Ok(k) => Ok((k.collection_id, k.key)),
         Err(_) => Err(Status::Einval),
     }
 }
@@ -141,8 +141,8 @@ pub(crate) fn handle(
                 let req = decode!(GetAndTouch);
                 (req.key, Some(req.expiry))
             };
-            let key = key!(key);
-            let result = ctx.bucket.write_vb(vb, |v, _| match expiry {
+            let (cid, key) = key!(key);
+            let result = ctx.bucket.write_vb_in(vb, cid, |v, _| match expiry {
                 None => v.get(&key, now),
                 Some(expiry) => v.touch(&key, expiry, now),
             });
@@ -173,8 +173,8 @@ pub(crate) fn handle(
         }
         Opcode::Touch => {
             let req = decode!(Touch);
-            let key = key!(req.key);
-            let result = ctx.bucket.write_vb(vb, |v, _| {
+            let (cid, key) = key!(req.key);
+            let result = ctx.bucket.write_vb_in(vb, cid, |v, _| {
                 let doc = v.touch(&key, req.expiry, now)?;
                 Ok(MutationInfo {
                     vbucket: vb,
@@ -211,7 +211,7 @@ pub(crate) fn handle(
             {
                 return conn.status(opcode, Status::Einval, opaque);
             }
-            let key = key!(req.key);
+            let (cid, key) = key!(req.key);
             let mode = match opcode {
                 Opcode::Add => StoreMode::Add,
                 Opcode::Replace => StoreMode::Replace,
@@ -223,7 +223,7 @@ pub(crate) fn handle(
                 .expiry(req.expiry)
                 .datatype(Datatype(req.datatype.bits() & Datatype::XATTR.bits()));
             let (sent, value) = (req.datatype, req.value);
-            let result = ctx.bucket.write_vb(vb, |v, max| {
+            let result = ctx.bucket.write_vb_in(vb, cid, |v, max| {
                 // Stored uncompressed (as a server whose compression mode is
                 // off): DCP then compresses per connection.
                 let (_, value) = decompress_value(sent, &value, max).map_err(snappy_error)?;
@@ -233,8 +233,10 @@ pub(crate) fn handle(
         }
         Opcode::Delete => {
             let req = decode!(Delete);
-            let key = key!(req.key);
-            let result = ctx.bucket.write_vb(vb, |v, _| v.delete(&key, req.cas, now));
+            let (cid, key) = key!(req.key);
+            let result = ctx
+                .bucket
+                .write_vb_in(vb, cid, |v, _| v.delete(&key, req.cas, now));
             mutation_reply(conn, opcode, opaque, result)
         }
         Opcode::Append | Opcode::Prepend => {
@@ -243,10 +245,10 @@ pub(crate) fn handle(
             if sent.is_snappy() && !conn.features.snappy {
                 return conn.status(opcode, Status::Einval, opaque);
             }
-            let key = key!(req.key);
+            let (cid, key) = key!(req.key);
             let append = opcode == Opcode::Append;
             let value = req.value;
-            let result = ctx.bucket.write_vb(vb, |v, max| {
+            let result = ctx.bucket.write_vb_in(vb, cid, |v, max| {
                 let (_, value) = decompress_value(sent, &value, max).map_err(snappy_error)?;
                 v.concat(append, key, &value, req.cas, max, now)
             });
@@ -254,10 +256,10 @@ pub(crate) fn handle(
         }
         Opcode::Increment | Opcode::Decrement => {
             let req = decode!(Counter);
-            let key = key!(req.key);
+            let (cid, key) = key!(req.key);
             let incr = opcode == Opcode::Increment;
             let initial = (req.expiry != Counter::NO_CREATE).then_some(req.initial);
-            let result = ctx.bucket.write_vb(vb, |v, _| {
+            let result = ctx.bucket.write_vb_in(vb, cid, |v, _| {
                 v.counter(incr, key, req.delta, initial, req.expiry, req.cas, now)
             });
             let response = match result {

@@ -110,9 +110,9 @@
 //! - DCP_CONTROL keys of wire.md §13 with their refusal codes; unknown keys
 //!   are EINVAL.
 //! - STREAM_REQ checks in the server's order (behavior.md §2.2): flags,
-//!   vbucket state, FromLatest, noop-mandatory, ERANGE, filter (default
-//!   collection only: UNKNOWN_COLLECTION/UNKNOWN_SCOPE with the manifest
-//!   uid, stream-id rules), KEY_EEXISTS, rollback (§2.3, value = 8 bytes
+//!   vbucket state, FromLatest, noop-mandatory, ERANGE, filter
+//!   (UNKNOWN_COLLECTION/UNKNOWN_SCOPE with the manifest uid, stream-id
+//!   rules), KEY_EEXISTS, rollback (§2.3, value = 8 bytes
 //!   only), ToLatest/DiskOnly, ENOMEM, TMPFAIL; then SUCCESS with the
 //!   failover log before the stream's first message.
 //! - Snapshots: disk backfills (Disk|Checkpoint, read as of their snapshot
@@ -122,8 +122,8 @@
 //!   marker starts at min(snap_start, first seqno); memory batches are sent
 //!   whole (end overshoot) before STREAM_END(OK); a slow stream whose
 //!   checkpoints were dropped switches back to disk; SEQNO_ADVANCED closes a
-//!   disk snapshot whose last seqno was not sent, on collections
-//!   connections; v1, v2.0 (sync replication) and v2.2 (disk, opted in)
+//!   snapshot whose last seqno was not sent, on collections connections;
+//!   v1, v2.0 (sync replication) and v2.2 (disk, opted in)
 //!   markers; DELETION v1/v2 (delete time 0 from memory), EXPIRATION only
 //!   with the control and IncludeDeleteTimes; xattrs and values shaped by
 //!   the open flags.
@@ -137,6 +137,14 @@
 //!   (CLOSE_STREAM with `send_stream_end_on_client_close_stream`),
 //!   StateChanged (vbucket state change; a purge that overtook a backfill's
 //!   start). Without the control CLOSE_STREAM removes the stream silently.
+//! - Collections (the bucket's manifest): keys with the LEB128 collection
+//!   prefix, SYSTEM_EVENTs (fixed-struct values) in memory and disk
+//!   snapshots, stream filters (`collections`, `scope`) that follow their
+//!   drop events and end FilterEmpty once empty, a first snapshot filtered
+//!   out entirely answered with a marker and SEQNO_ADVANCED; connections
+//!   without collections see the default collection only. KV commands
+//!   address a collection by the key prefix; GET_ALL_VB_SEQNOS takes a
+//!   collection id; admin commands change the manifest.
 //! - Flow control as behavior.md §4: full frame sizes, one-message
 //!   overshoot, pause at ≥ N, resume on BUFFER_ACK, clamped over-acks,
 //!   noops and responses never counted.
@@ -165,9 +173,8 @@
 //!
 //! # Not modelled
 //!
-//! - Collections other than the default collection: no manifest changes,
-//!   no system events, no filtered-out seqnos (SEQNO_ADVANCED appears only
-//!   to close a snapshot whose last seqnos are not sent), no FilterEmpty or
+//! - Collections: FlatBuffers system events and ModifyCollection, max TTL
+//!   on writes, the mid-snapshot SEQNO_ADVANCED of long filtered backfills,
 //!   LostPrivileges ends.
 //! - Replicas and durability monitoring: sync writes commit at once (the
 //!   active alone is a majority) or, in hold mode, when told to
@@ -190,6 +197,7 @@
 
 mod admin;
 mod cluster_config;
+mod collections;
 mod config;
 mod connection;
 mod context;

@@ -10,7 +10,8 @@ use crate::bucket::{Document, DocumentKind};
 use crate::codec::{Datatype, EncodeError, Opcode};
 use crate::msg::{
     Deletion, Expiration, MarkerFormat, Mutation, OpenFlags, OsoFlags, OsoSnapshot, SeqnoAdvanced,
-    SnapshotFlags, SnapshotMarker, StreamEnd, XattrValue, compress_value,
+    SnapshotFlags, SnapshotMarker, StreamEnd, XattrValue, compress_value, leb128_len,
+    put_leb128_u32,
 };
 
 /// What the connection negotiated that shapes stream messages.
@@ -39,12 +40,12 @@ fn without_xattr_bit(datatype: Datatype) -> Datatype {
     Datatype(datatype.bits() & !Datatype::XATTR.bits())
 }
 
-/// The key as sent: with the default collection's LEB128 prefix (0x00) on
-/// collections connections.
+/// The key as sent: with the collection id's LEB128 prefix on collections
+/// connections.
 pub(super) fn wire_key(doc: &Document, collections: bool) -> Bytes {
     if collections {
-        let mut key = BytesMut::with_capacity(doc.key.len() + 1);
-        key.put_u8(0);
+        let mut key = BytesMut::with_capacity(doc.key.len() + leb128_len(doc.collection));
+        put_leb128_u32(&mut key, doc.collection);
         key.put_slice(&doc.key);
         key.freeze()
     } else {
@@ -183,6 +184,9 @@ pub(crate) fn encode(
             .encode(buf)?;
             Ok(Opcode::DcpSnapshotMarker)
         }
+        Outgoing::Item { doc, .. } if doc.is_system_event() => {
+            super::collections::encode_system_event(doc, to, buf)
+        }
         Outgoing::Item { doc, from_disk } => {
             let key = wire_key(doc, ctx.collections);
             let flags = ctx.open_flags;
@@ -225,7 +229,10 @@ pub(crate) fn encode(
                     .encode(buf)?;
                     Ok(Opcode::DcpExpiration)
                 }
-                DocumentKind::Deletion | DocumentKind::Expiration => {
+                DocumentKind::Deletion
+                | DocumentKind::Expiration
+                // Encoded above.
+                | DocumentKind::SystemEvent => {
                     let (value, datatype) = wire_value(tombstone_value(doc, flags), ctx);
                     // In-memory deletes carry delete time 0 (wire.md §7).
                     let delete_time =
@@ -295,6 +302,7 @@ mod tests {
         XattrValue::put(&mut raw, &[(b"_s", b"1")], b"{}");
         Document {
             key: Bytes::from_static(b"k"),
+            collection: 0,
             value: raw.freeze(),
             datatype: Datatype::XATTR | Datatype::JSON,
             flags: 0,

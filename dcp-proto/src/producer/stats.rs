@@ -268,7 +268,7 @@ pub(crate) fn get_all_vb_seqnos(
         if !conn.features.collections {
             return conn.status(Opcode::GetAllVbSeqnos, Status::Einval, req.opaque);
         }
-        if cid != 0 {
+        if ctx.bucket.manifest().collection(cid).is_none() {
             return conn.status(
                 Opcode::GetAllVbSeqnos,
                 Status::UnknownCollection,
@@ -276,6 +276,11 @@ pub(crate) fn get_all_vb_seqnos(
             );
         }
     }
+    // Per collection: the collection's high seqno in each vbucket.
+    let seqno_of = |vb: &VBucket| match req.collection_id {
+        Some(cid) => vb.collection_high_seqno(cid),
+        None => vb.high_seqno(),
+    };
     let entries = ctx
         .bucket
         .vbuckets()
@@ -283,7 +288,7 @@ pub(crate) fn get_all_vb_seqnos(
             None => vb.state() != VbucketState::Dead,
             Some(state) => vb.state() == state,
         })
-        .map(|vb| (vb.id(), vb.high_seqno()))
+        .map(|vb| (vb.id(), seqno_of(vb)))
         .collect();
     let response = GetAllVbSeqnosResponse::success(req.opaque, entries);
     conn.respond(Status::Success, |buf| response.encode(buf))

@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::collections::StreamFilter;
 use super::control::OsoMode;
 use super::oso::{self, OsoEdge, OsoQuery};
 use super::sync_write::{self, MarkerSeqnos, SyncItem};
@@ -31,8 +32,8 @@ pub(crate) struct StreamParams {
     pub(crate) snap_end: u64,
     /// The client's `purge_seqno` (0 if absent).
     pub(crate) remote_purge: u64,
-    /// The request carried a collection or scope filter.
-    pub(crate) filtered: bool,
+    /// Which collections and system events the stream sends.
+    pub(crate) filter: StreamFilter,
 }
 
 /// A message the stream will send.
@@ -295,10 +296,42 @@ impl Stream {
         from != 0
             && from < purge
             && self.params.remote_purge != purge
+            && !self.params.filter.purge_exempt(from, vb)
             && !self
                 .params
                 .flags
                 .contains(StreamRequestFlags::IGNORE_PURGED_TOMBSTONES)
+    }
+
+    /// A memory batch the filter emptied: skipped, except that a first
+    /// snapshot resuming inside the client's snapshot still gets a marker
+    /// and a SEQNO_ADVANCED to its end, so the client completes it (the
+    /// server's rule on collections connections).
+    fn filtered_batch(&mut self, batch_end: u64, ctx: &FillContext) {
+        let end = self.params.snap_end.min(batch_end);
+        if ctx.collections && !self.first_marker_queued && self.last_read < end {
+            let seqnos = MarkerSeqnos {
+                max_visible: end,
+                high_completed: 0,
+            };
+            self.queue_marker(
+                self.params.snap_start,
+                end,
+                SnapshotFlags::MEMORY,
+                0,
+                seqnos,
+            );
+            self.ready.push_back(Outgoing::SeqnoAdvanced(end));
+        }
+        self.last_read = batch_end;
+    }
+
+    /// Ends the stream with `reason` after what is queued (a backfill's
+    /// queued items included), releasing its backfill.
+    fn end_after_queued(&mut self, reason: StreamEndReason, vb: &mut VBucket) {
+        self.release(Some(vb));
+        self.ready.push_back(Outgoing::End(reason));
+        self.ending = true;
     }
 
     /// Queues the next messages if none are queued: a memory snapshot, a
@@ -323,7 +356,7 @@ impl Stream {
                             mode: ctx.oso,
                             start: self.params.start,
                             last_read: self.last_read,
-                            filtered: self.params.filtered,
+                            filtered: self.params.filter.is_filtered(),
                             sync_writes: ctx.sync_writes,
                             unfiltered_allowed: ctx.oso_unfiltered,
                         };
@@ -343,12 +376,23 @@ impl Stream {
                         };
                         continue;
                     }
-                    let Some(batch) = vb.batch(self.last_read) else {
+                    let Some(mut batch) = vb.batch(self.last_read) else {
                         return;
                     };
+                    // Collections: the items the filter lets through, and
+                    // how far the batch went (filtered seqnos included).
+                    let Some(batch_end) = batch.items.last().map(|d| d.seqno) else {
+                        return;
+                    };
+                    let filter = &mut self.params.filter;
+                    batch.items.retain(|d| filter.admits(d));
                     let (Some(first), Some(last)) = (batch.items.first(), batch.items.last())
                     else {
-                        return;
+                        self.filtered_batch(batch_end, ctx);
+                        if self.params.filter.is_empty() {
+                            self.end(StreamEndReason::FilterEmpty, Some(vb));
+                        }
+                        continue;
                     };
                     let (natural, flags) = if batch.at_checkpoint_start {
                         (
@@ -358,7 +402,14 @@ impl Stream {
                     } else {
                         (first.seqno, SnapshotFlags::MEMORY)
                     };
-                    let end = last.seqno;
+                    // On collections connections a snapshot whose last
+                    // items were filtered out ends at the batch's end and
+                    // closes with SEQNO_ADVANCED.
+                    let end = if ctx.collections {
+                        batch_end
+                    } else {
+                        last.seqno
+                    };
                     let shaped = sync_write::memory_snapshot(
                         vb,
                         batch.items,
@@ -373,7 +424,10 @@ impl Stream {
                             self.ready.push_back(Outgoing::SeqnoAdvanced(seqno));
                         }
                     }
-                    self.last_read = end;
+                    self.last_read = batch_end;
+                    if self.params.filter.is_empty() {
+                        self.end(StreamEndReason::FilterEmpty, Some(vb));
+                    }
                 }
                 Phase::Backfill {
                     end,
@@ -422,11 +476,25 @@ impl Stream {
                         ctx.sync_writes,
                     );
                     for message in messages {
-                        if skip_deletes && sync_write::is_deletion(&message) {
+                        let Some(doc) = sync_write::message_doc(&message) else {
+                            continue;
+                        };
+                        if skip_deletes
+                            && sync_write::is_deletion(&message)
+                            && !doc.is_system_event()
+                        {
+                            continue;
+                        }
+                        if !self.params.filter.admits(doc) {
                             continue;
                         }
                         last_item = sync_write::data_seqno(&message).unwrap_or(last_item);
                         self.ready.push_back(message);
+                    }
+                    if self.params.filter.is_empty() {
+                        // The drop event just queued goes out first.
+                        self.end_after_queued(StreamEndReason::FilterEmpty, vb);
+                        return;
                     }
                     let scan = Scan {
                         cursor: scan_cursor,
@@ -465,6 +533,7 @@ mod tests {
     fn doc(key: &str, kind: DocumentKind) -> Document {
         Document {
             key: Bytes::copy_from_slice(key.as_bytes()),
+            collection: 0,
             value: Bytes::new(),
             datatype: Datatype::RAW,
             flags: 0,
@@ -489,7 +558,7 @@ mod tests {
             snap_start: start,
             snap_end: start,
             remote_purge: 0,
-            filtered: false,
+            filter: StreamFilter::Legacy,
         }
     }
 

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use super::collections::StreamFilter;
 use super::connection::DcpConn;
 use super::stream::StreamParams;
 use crate::bucket::Bucket;
@@ -116,22 +117,16 @@ pub(crate) fn decide(
         if value.cts.is_some() && !flags.contains(StreamRequestFlags::CACHE_TRANSFER) {
             return reject(Status::Einval);
         }
-        let manifest = Bytes::from_static(br#"{"manifest_uid":"0"}"#);
-        if value
-            .collections
-            .as_ref()
-            .is_some_and(|ids| ids.iter().any(|&id| id != 0))
-        {
-            return Decision::Reject(Status::UnknownCollection, manifest);
-        }
-        if value.scope.is_some_and(|id| id != 0) {
-            return Decision::Reject(Status::UnknownScope, manifest);
-        }
     }
+    let filter =
+        match StreamFilter::from_request(req.value.as_ref(), collections, bucket.manifest()) {
+            Ok(filter) => filter,
+            Err((status, body)) => return Decision::Reject(status, body),
+        };
     if dcp.controls.stream_id != value.sid.is_some() {
         return reject(Status::DcpStreamIdInvalid);
     }
-    let filtered = value.collections.is_some() || value.scope.is_some();
+    let filtered = filter.is_filtered();
     if filtered && dcp.controls.sync_writes {
         return reject(Status::NotSupported);
     }
@@ -148,9 +143,10 @@ pub(crate) fn decide(
     // 9. Rollback.
     let ignore_purged = flags.contains(StreamRequestFlags::IGNORE_PURGED_TOMBSTONES);
     let purge = if ignore_purged { 0 } else { vb.purge_seqno() };
-    // The filtered collections' high seqno is the vbucket's here (only the
-    // default collection exists).
-    let collection_exemption = filtered && start >= high && high <= purge;
+    // A filtered stream at or beyond its collections' high seqno needs no
+    // rollback for a purge above it.
+    let filtered_high = filter.high_seqno(vb).unwrap_or(high);
+    let collection_exemption = filtered && start >= filtered_high && filtered_high <= purge;
     let query = RollbackQuery {
         start,
         vbucket_uuid: uuid,
@@ -168,7 +164,13 @@ pub(crate) fn decide(
 
     // 10. End rewrites, then the ranges again.
     if flags.contains(StreamRequestFlags::TO_LATEST) {
-        end = high;
+        // The filtered collections' high seqno (never below the start: the
+        // stream then ends at once).
+        end = if filtered {
+            filtered_high.max(start)
+        } else {
+            high
+        };
     }
     if flags.contains(StreamRequestFlags::DISK_ONLY) {
         end = vb.persisted_seqno();
@@ -200,6 +202,6 @@ pub(crate) fn decide(
         snap_start,
         snap_end,
         remote_purge: value.purge_seqno.unwrap_or(0),
-        filtered,
+        filter,
     })
 }

@@ -84,6 +84,19 @@ pub(crate) fn data_seqno(message: &Outgoing) -> Option<u64> {
     }
 }
 
+/// The document a data message carries (items, sync writes).
+pub(crate) fn message_doc(message: &Outgoing) -> Option<&Arc<Document>> {
+    match message {
+        Outgoing::Item { doc, .. } => Some(doc),
+        Outgoing::Sync(
+            SyncItem::Prepare { doc, .. }
+            | SyncItem::Commit { doc, .. }
+            | SyncItem::Abort { doc, .. },
+        ) => Some(doc),
+        _ => None,
+    }
+}
+
 /// Whether a data message is a deletion of some kind.
 pub(crate) fn is_deletion(message: &Outgoing) -> bool {
     match message {

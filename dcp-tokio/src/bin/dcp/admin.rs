@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::Failure;
-use crate::args::{AdminAction, AdminArgs, State};
+use crate::args::{AdminAction, AdminArgs, State, split_collection_path};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,6 +64,32 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), Failure> {
             key: key.clone(),
             vb: *vbucket,
         }],
+        AdminAction::CreateScope { scope } => vec![AdminCommand::CreateScope {
+            scope: scope.clone(),
+        }],
+        AdminAction::DropScope { scope } => vec![AdminCommand::DropScope {
+            scope: scope.clone(),
+        }],
+        AdminAction::CreateCollection {
+            collection,
+            max_ttl,
+        } => {
+            let (scope, collection) = split_collection_path(collection);
+            vec![AdminCommand::CreateCollection {
+                scope,
+                collection,
+                max_ttl: *max_ttl,
+            }]
+        }
+        AdminAction::DropCollection { collection } => {
+            let (scope, collection) = split_collection_path(collection);
+            vec![AdminCommand::DropCollection { scope, collection }]
+        }
+        AdminAction::FlushCollection { collection } => {
+            let (scope, collection) = split_collection_path(collection);
+            vec![AdminCommand::FlushCollection { scope, collection }]
+        }
+        AdminAction::Manifest => vec![AdminCommand::GetManifest],
     };
     let addr = &args.address;
     let exchange = async {
@@ -74,6 +100,24 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), Failure> {
             println!("{result}");
         }
         Ok::<(), Failure>(())
+    };
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| Failure(format!("{addr} did not answer within {TIMEOUT:?}")))?
+}
+
+/// Fetches the collections manifest of a `dcp serve` server (admin users
+/// only) with the `get_manifest` admin command.
+pub(crate) async fn fetch_manifest(
+    addr: &str,
+    user: &str,
+    password: &str,
+) -> Result<serde_json::Value, Failure> {
+    let exchange = async {
+        let mut session = Session::connect(addr).await?;
+        session.authenticate(user, password).await?;
+        let body = session.admin(&AdminCommand::GetManifest).await?;
+        serde_json::from_str(&body).map_err(|e| Failure(format!("bad manifest from {addr}: {e}")))
     };
     tokio::time::timeout(TIMEOUT, exchange)
         .await

@@ -92,6 +92,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
 
+    /// Create this collection at start, as SCOPE.COLLECTION (its scope
+    /// too), with sample documents (repeat for more)
+    #[arg(long = "collection", value_name = "SCOPE.COLLECTION")]
+    pub(crate) collections: Vec<String>,
+
     #[command(flatten)]
     pub(crate) load: LoadArgs,
 }
@@ -239,6 +244,33 @@ pub(crate) struct TailArgs {
     /// only (implies --tls)
     #[arg(long)]
     pub(crate) tls_insecure: bool,
+
+    /// Stream every collection with its system events (keys without the
+    /// collection prefix, a `collection` field in JSON lines)
+    #[arg(long)]
+    pub(crate) collections: bool,
+
+    /// Stream only this collection: SCOPE.COLLECTION, a name in the
+    /// _default scope, or a hex id like 0x8 (repeat for more; implies
+    /// --collections)
+    #[arg(
+        long = "collection",
+        value_name = "COLLECTION",
+        conflicts_with = "scope"
+    )]
+    pub(crate) collection: Vec<String>,
+
+    /// Stream only the collections of this scope: a name or a hex id
+    /// (implies --collections)
+    #[arg(long, value_name = "SCOPE")]
+    pub(crate) scope: Option<String>,
+}
+
+impl TailArgs {
+    /// Whether the connection asks for collections.
+    pub(crate) fn wants_collections(&self) -> bool {
+        self.collections || !self.collection.is_empty() || self.scope.is_some()
+    }
 }
 
 /// `dcp admin`.
@@ -372,6 +404,45 @@ pub(crate) enum AdminAction {
         #[arg(long, value_name = "VB")]
         vbucket: Option<u16>,
     },
+    /// Create a scope
+    CreateScope {
+        /// The scope name
+        scope: String,
+    },
+    /// Drop a scope and its collections
+    DropScope {
+        /// The scope name
+        scope: String,
+    },
+    /// Create a collection, named SCOPE.COLLECTION (or COLLECTION in
+    /// the _default scope)
+    CreateCollection {
+        /// SCOPE.COLLECTION
+        collection: String,
+        /// Max TTL of its documents in seconds
+        #[arg(long, value_name = "SECONDS")]
+        max_ttl: Option<u32>,
+    },
+    /// Drop a collection (SCOPE.COLLECTION): its documents go
+    DropCollection {
+        /// SCOPE.COLLECTION
+        collection: String,
+    },
+    /// Flush a collection (SCOPE.COLLECTION): its documents go, it stays
+    FlushCollection {
+        /// SCOPE.COLLECTION
+        collection: String,
+    },
+    /// Print the collections manifest (JSON)
+    Manifest,
+}
+
+/// Splits `scope.collection` (a bare name is in `_default`).
+pub(crate) fn split_collection_path(path: &str) -> (String, String) {
+    match path.split_once('.') {
+        Some((scope, collection)) => (scope.to_owned(), collection.to_owned()),
+        None => ("_default".to_owned(), path.to_owned()),
+    }
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {

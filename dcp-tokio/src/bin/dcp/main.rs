@@ -5,6 +5,7 @@ mod admin;
 mod args;
 mod checkpoint_file;
 mod cluster_console;
+mod collections;
 mod load;
 mod output;
 mod serve;

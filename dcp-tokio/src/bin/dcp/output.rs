@@ -1,7 +1,8 @@
 //! What `dcp tail` prints: a JSON line per change, and the progress line.
 
 use base64::Engine;
-use dcp_tokio::dcp_proto::consumer::Event;
+use dcp_tokio::dcp_proto::consumer::{CollectionsChange, Event, ManifestView};
+use dcp_tokio::dcp_proto::msg::read_leb128_u32;
 use serde::Serialize;
 
 /// Bytes as UTF-8 text when they are, else base64 (in a field named
@@ -42,6 +43,9 @@ pub(crate) struct Line<'a> {
     kind: &'static str,
     vbucket: u16,
     seqno: u64,
+    /// The collection id (collections connections).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collection: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,6 +72,15 @@ pub(crate) struct Line<'a> {
     durability: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     deleted: Option<bool>,
+    /// System events: what happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'static str>,
+    /// System events: the scope.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<u32>,
+    /// System events: the manifest uid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manifest_uid: Option<u64>,
 }
 
 impl<'a> Line<'a> {
@@ -77,6 +90,7 @@ impl<'a> Line<'a> {
             kind,
             vbucket,
             seqno,
+            collection: None,
             key: key.text,
             key_base64: key.base64,
             value: value.text,
@@ -90,8 +104,85 @@ impl<'a> Line<'a> {
             prepared_seqno: None,
             durability: None,
             deleted: None,
+            event: None,
+            scope: None,
+            manifest_uid: None,
         }
     }
+}
+
+/// The JSON line of an event on a connection that negotiated collections
+/// (`collections`): keys without their collection prefix and a
+/// `collection` field, and a line per system event (`begin_collection`: a
+/// collection created or flushed; `drop_collection`, `create_scope`,
+/// `drop_scope`).
+pub(crate) fn json_line_in(event: &Event, collections: bool) -> Option<Line<'_>> {
+    if !collections {
+        return json_line(event);
+    }
+    if let Event::SystemEvent(e, _) = event {
+        let mut view = ManifestView::default();
+        let change = view.apply(e).ok()?;
+        let (name, collection, scope, uid) = match change {
+            CollectionsChange::CollectionCreated {
+                manifest_uid,
+                scope,
+                collection,
+                ..
+            } => ("begin_collection", Some(collection), scope, manifest_uid),
+            CollectionsChange::CollectionDropped {
+                manifest_uid,
+                scope,
+                collection,
+            } => ("drop_collection", Some(collection), scope, manifest_uid),
+            CollectionsChange::ScopeCreated {
+                manifest_uid,
+                scope,
+                ..
+            } => ("create_scope", None, scope, manifest_uid),
+            CollectionsChange::ScopeDropped {
+                manifest_uid,
+                scope,
+            } => ("drop_scope", None, scope, manifest_uid),
+            _ => return None,
+        };
+        return Some(Line {
+            collection,
+            event: Some(name),
+            scope: Some(scope),
+            manifest_uid: Some(uid),
+            ..Line::new(
+                "system_event",
+                e.vbucket,
+                e.by_seqno,
+                &e.key,
+                Text::default(),
+            )
+        });
+    }
+    let split = event.document_key(true)?;
+    let mut line = json_line(event)?;
+    let prefix = split_prefix_len(event)?;
+    let key = Text::of_nonempty(key_of(event)?.get(prefix..)?);
+    line.collection = Some(split.collection_id);
+    line.key = key.text;
+    line.key_base64 = key.base64;
+    Some(line)
+}
+
+fn key_of(event: &Event) -> Option<&[u8]> {
+    match event {
+        Event::Mutation(m, _) => Some(&m.key),
+        Event::Deletion(d, _) => Some(&d.key),
+        Event::Expiration(e, _) => Some(&e.key),
+        _ => None,
+    }
+}
+
+/// Length of the LEB128 collection prefix of the event's key.
+fn split_prefix_len(event: &Event) -> Option<usize> {
+    let key = key_of(event)?;
+    read_leb128_u32(key).ok().map(|(_, len)| len)
 }
 
 /// The JSON line of an event worth printing (changes, and rollbacks:
@@ -211,6 +302,51 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn collections_lines_carry_the_collection() {
+        use bytes::Bytes;
+        use dcp_tokio::dcp_proto::codec::Datatype;
+        use dcp_tokio::dcp_proto::consumer::Credit;
+        use dcp_tokio::dcp_proto::msg::{Mutation, SystemEvent, SystemEventId};
+        let m = Mutation {
+            vbucket: 1,
+            opaque: 1,
+            stream_id: None,
+            cas: 5,
+            datatype: Datatype::RAW,
+            by_seqno: 4,
+            rev_seqno: 1,
+            flags: 0,
+            expiration: 0,
+            lock_time: 0,
+            nru: 0,
+            key: Bytes::from_static(b"\x08k"),
+            value: Bytes::from_static(b"v"),
+        };
+        let event = Event::Mutation(m, Credit::NONE);
+        let line = serde_json::to_value(json_line_in(&event, true).unwrap()).unwrap();
+        assert_eq!(
+            (line["collection"].as_u64(), line["key"].as_str()),
+            (Some(8), Some("k"))
+        );
+        let e = SystemEvent {
+            vbucket: 1,
+            opaque: 1,
+            stream_id: None,
+            by_seqno: 3,
+            event: SystemEventId::BeginCollection,
+            version: 0,
+            key: Bytes::from_static(b"hotels"),
+            value: Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 8, 0, 0, 0, 9]),
+        };
+        let event = Event::SystemEvent(e, Credit::NONE);
+        let line = json_line_in(&event, true).unwrap();
+        assert_eq!(
+            serde_json::to_string(&line).unwrap(),
+            r#"{"type":"system_event","vbucket":1,"seqno":3,"collection":9,"key":"hotels","event":"begin_collection","scope":8,"manifest_uid":2}"#
+        );
     }
 
     #[test]

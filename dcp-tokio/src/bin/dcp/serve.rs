@@ -76,6 +76,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
     if args.preload > 0 {
         load::preload(&handle, args.preload, &args.load);
     }
+    for path in &args.collections {
+        crate::collections::create_sample(&handle, path)?;
+    }
     let default_user = ("Administrator".to_owned(), "password".to_owned());
     let first = args.users.first().unwrap_or(&default_user);
     let mut banner = format!(
@@ -113,6 +116,13 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
         }
         banner += &format!("  {admin} failover 0 --lose-last 1\n");
     }
+    if !args.collections.is_empty() {
+        banner += &format!(
+            "  collections: {} (stream one with dcp tail ... --collection {})\n",
+            args.collections.join(", "),
+            args.collections.first().map_or("", String::as_str)
+        );
+    }
     banner += "Ctrl-C stops the server.\n";
     // The server keeps running if nobody reads its output.
     let mut stdout = std::io::stdout();
@@ -141,6 +151,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
 
 /// Documents of the embedded demo server.
 pub(crate) const DEMO_DOCUMENTS: u64 = 5000;
+/// The sample collection of the embedded demo server (with
+/// [`SAMPLE_DOCUMENTS`](crate::collections::SAMPLE_DOCUMENTS) documents).
+pub(crate) const DEMO_COLLECTION: &str = "inventory.hotels";
+
 /// Writes per second of its live writer.
 pub(crate) const DEMO_RATE: f64 = 20.0;
 
@@ -167,6 +181,7 @@ pub(crate) async fn embedded(
         hold_sync_writes: false,
     };
     load::preload(&handle, DEMO_DOCUMENTS, &load);
+    crate::collections::create_sample(&handle, DEMO_COLLECTION)?;
     tokio::spawn(server.run());
     tokio::spawn(load::run(handle.clone(), DEMO_RATE, load));
     Ok(handle)

@@ -9,15 +9,15 @@ use std::time::Duration;
 use dcp_tokio::dcp_proto::auth::Credentials;
 use dcp_tokio::dcp_proto::codec::Status;
 use dcp_tokio::dcp_proto::consumer::{
-    CommandError, ConsumerConfig, ConsumerError, Event, StreamStart,
+    CommandError, ConsumerConfig, ConsumerError, Event, StreamFilter, StreamStart,
 };
 use dcp_tokio::dcp_proto::session::Checkpoint;
-use dcp_tokio::{Connection, Error};
+use dcp_tokio::{Connection, Error, ServerHandle};
 use tokio::time::Instant;
 
 use crate::args::{StartFrom, TailArgs, parse_vbuckets};
-use crate::output::{bytes, change_size, json_line, thousands};
-use crate::{Failure, checkpoint_file, serve};
+use crate::output::{bytes, change_size, json_line_in, thousands};
+use crate::{Failure, admin, checkpoint_file, collections, serve};
 
 /// The vbuckets "all" means: Couchbase's default count. Vbuckets a node
 /// does not hold answer NOT_MY_VBUCKET and are skipped.
@@ -51,6 +51,12 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
     if let Some(address) = args.address.clone()
         && (address.starts_with("couchbase://") || address.starts_with("couchbases://"))
     {
+        if args.wants_collections() {
+            return Err(Failure(
+                "--collections, --collection and --scope are not supported for couchbase:// clusters yet; stream one node"
+                    .to_owned(),
+            ));
+        }
         // couchbases://, or couchbase:// with --ca/--tls: TLS to the seeds
         // and to every node's kvSSL port.
         let tls = if address.starts_with("couchbases://") || uses_tls(&args) {
@@ -61,11 +67,13 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
         let name = args.name.clone().unwrap_or_else(default_name);
         return crate::tail_cluster::run(args, &address, name, tls).await;
     }
+    let mut embedded = None;
     let addr = match &args.address {
         Some(address) => normalize_address(address, uses_tls(&args))?,
         None => {
             let handle = serve::embedded(&args.bucket, &args.user, &args.password).await?;
             let addr = handle.local_addr().to_string();
+            embedded = Some(handle.clone());
             eprintln!(
                 "dcp tail: no address given, so an embedded server runs on {addr} with {} sample documents and a writer making {} changes/s.",
                 serve::DEMO_DOCUMENTS,
@@ -78,6 +86,8 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
         }
     };
     let vbuckets = parse_vbuckets(&args.vbuckets, ALL_VBUCKETS).map_err(Failure)?;
+    let collections = args.wants_collections();
+    let filter = stream_filter(&args, &addr, embedded.as_ref()).await?;
     let mut saved = match &args.checkpoint {
         Some(path) => checkpoint_file::load(path)?.unwrap_or_default(),
         None => Checkpoint::new(),
@@ -88,7 +98,8 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
         .with_credentials(Credentials::new(args.user.as_str(), args.password.as_str()))
         .with_auto_ack(true)
         .with_buffer_size(args.window)
-        .with_sync_writes(args.sync_writes);
+        .with_sync_writes(args.sync_writes)
+        .with_collections(collections);
     let connected = if uses_tls(&args) {
         let tls = client_tls(&args)?;
         let host = server_name(&addr);
@@ -119,7 +130,11 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
                 StartFrom::Now => StreamStart::Now,
             },
         };
-        match conn.open_stream(vb, start, args.end_seqno) {
+        let opened = match &filter {
+            Some(filter) => conn.open_filtered_stream(vb, start, args.end_seqno, filter.clone()),
+            None => conn.open_stream(vb, start, args.end_seqno),
+        };
+        match opened {
             Ok(()) => {
                 progress.open.insert(vb);
             }
@@ -175,7 +190,7 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
             }
             event = conn.next_event() => match event {
                 Ok(Some(event)) => {
-                    if on_event(&event, &mut progress, args.json, &mut out).is_err() {
+                    if on_event(&event, &mut progress, args.json, collections, &mut out).is_err() {
                         break End::OutputClosed;
                     }
                 }
@@ -247,6 +262,7 @@ fn on_event(
     event: &Event,
     progress: &mut Progress,
     json: bool,
+    collections: bool,
     out: &mut impl Write,
 ) -> io::Result<()> {
     if let Some(size) = change_size(event) {
@@ -271,11 +287,39 @@ fn on_event(
         }
         _ => {}
     }
-    if json && let Some(line) = json_line(event) {
+    if json && let Some(line) = json_line_in(event, collections) {
         serde_json::to_writer(&mut *out, &line)?;
         out.write_all(b"\n")?;
     }
     Ok(())
+}
+
+/// The stream filter of `--collection` / `--scope`: names are resolved
+/// with the embedded server's manifest, or a `dcp serve` server's (with
+/// the `get_manifest` admin command, which needs an admin user); hex ids
+/// need no look-up.
+async fn stream_filter(
+    args: &TailArgs,
+    addr: &str,
+    embedded: Option<&ServerHandle>,
+) -> Result<Option<StreamFilter>, Failure> {
+    let scope = args.scope.as_deref();
+    let names = if !collections::needs_names(&args.collection, scope) {
+        Vec::new()
+    } else if let Some(handle) = embedded {
+        handle.with_bucket(|bucket, _| collections::names_of(bucket.manifest()))
+    } else {
+        let json = admin::fetch_manifest(addr, &args.user, &args.password)
+            .await
+            .map_err(|e| {
+                Failure(format!(
+                    "cannot resolve collection names ({}); give hex collection ids instead, e.g. --collection 0x8",
+                    e.0
+                ))
+            })?;
+        collections::names_of_json(&json)
+    };
+    collections::filter(&args.collection, scope, &names)
 }
 
 fn save(saved: &mut Checkpoint, conn: &Connection, path: &Path) -> Result<(), Failure> {

@@ -1,0 +1,404 @@
+//! Collections on the consumer: a stream's filter (sent as the stream
+//! request's JSON value, kept for every re-request of the stream: resume,
+//! rollback, retry), the collection and plain key of a document event, and
+//! typed system events with a per-vbucket view of the manifest.
+//!
+//! A stream whose filtered collections (or scope) are all dropped ends with
+//! [`StreamEndReason::FilterEmpty`](crate::msg::StreamEndReason::FilterEmpty):
+//! a normal end, not to be re-requested with the same filter.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::event::Event;
+use super::stream::StreamStart;
+use super::{CommandError, Consumer};
+use crate::codec::DecodeError;
+use crate::msg::{
+    CollectionKey, DEFAULT_COLLECTION, StreamRequestValue, SystemEvent, SystemEventData,
+    SystemEventId,
+};
+
+/// Which collections a stream asks for (requires HELLO Collections; the
+/// producer answers EINVAL otherwise, UnknownCollection / UnknownScope for
+/// ids it does not know).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StreamFilter {
+    /// Only these collections (ids).
+    Collections(Vec<u32>),
+    /// Every collection of this scope (id), those created later included.
+    Scope(u32),
+}
+
+impl StreamFilter {
+    /// The stream request value for this filter; `manifest_uid` (the last
+    /// uid the stream saw, informational) is sent when not 0.
+    pub fn request_value(&self, manifest_uid: u64) -> StreamRequestValue {
+        let mut value = StreamRequestValue::default();
+        match self {
+            StreamFilter::Collections(ids) => value.collections = Some(ids.clone()),
+            StreamFilter::Scope(id) => value.scope = Some(*id),
+        }
+        value.uid = (manifest_uid != 0).then_some(manifest_uid);
+        value
+    }
+}
+
+impl Consumer {
+    /// Opens a stream like [`open_stream`](Self::open_stream), streaming
+    /// only what `filter` selects. Every later request of this stream
+    /// (after a rollback, a temporary failure, a resume) carries the same
+    /// filter.
+    pub fn open_filtered_stream(
+        &mut self,
+        vbucket: u16,
+        start: StreamStart,
+        end_seqno: Option<u64>,
+        filter: StreamFilter,
+    ) -> Result<(), CommandError> {
+        self.open_stream_with(vbucket, start, end_seqno, Some(filter))
+    }
+
+    /// The filter of `vbucket`'s stream, if it has one.
+    pub fn stream_filter(&self, vbucket: u16) -> Option<&StreamFilter> {
+        self.vbuckets
+            .get(&vbucket)?
+            .stream
+            .as_ref()?
+            .filter
+            .as_ref()
+    }
+
+    /// The collection and plain key of a document event (mutation,
+    /// deletion, expiration, prepare), per what this connection
+    /// negotiated; `None` for other events or a malformed prefix.
+    pub fn document_key(&self, event: &Event) -> Option<CollectionKey> {
+        let collections = self.negotiated().is_some_and(|n| n.collections);
+        event.document_key(collections)
+    }
+
+    /// The value of the next stream request of `vbucket`: its filter, with
+    /// the last manifest uid seen.
+    pub(crate) fn filter_for_request(&self, vbucket: u16) -> Option<StreamRequestValue> {
+        let state = self.vbuckets.get(&vbucket)?;
+        let stream = state.stream.as_ref()?;
+        let filter = stream.filter.as_ref()?;
+        Some(filter.request_value(state.received.position().manifest_uid))
+    }
+}
+
+impl Event {
+    /// The collection and plain key of a document event (mutation,
+    /// deletion, expiration, prepare): `collections` says whether the
+    /// connection negotiated collections (keys then start with the
+    /// collection id, LEB128); without it every key is in the default
+    /// collection. `None` for other events or a malformed prefix.
+    pub fn document_key(&self, collections: bool) -> Option<CollectionKey> {
+        let key = match self {
+            Event::Mutation(m, _) => &m.key,
+            Event::Deletion(m, _) => &m.key,
+            Event::Expiration(m, _) => &m.key,
+            Event::Prepare(m, _) => &m.key,
+            _ => return None,
+        };
+        if collections {
+            CollectionKey::split(key).ok()
+        } else {
+            Some(CollectionKey {
+                collection_id: DEFAULT_COLLECTION,
+                key: key.clone(),
+            })
+        }
+    }
+}
+
+/// A system event, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CollectionsChange {
+    /// A collection was created.
+    CollectionCreated {
+        /// Manifest uid stamped on the event.
+        manifest_uid: u64,
+        /// Its scope.
+        scope: u32,
+        /// The collection.
+        collection: u32,
+        /// Its name.
+        name: Bytes,
+        /// Its max TTL, if any.
+        max_ttl: Option<u32>,
+    },
+    /// A known collection was flushed (its create event moved to a new
+    /// seqno): drop the data held for it.
+    CollectionFlushed {
+        /// Manifest uid stamped on the event.
+        manifest_uid: u64,
+        /// Its scope.
+        scope: u32,
+        /// The collection.
+        collection: u32,
+    },
+    /// A collection was dropped: drop the data held for it.
+    CollectionDropped {
+        /// Manifest uid stamped on the event.
+        manifest_uid: u64,
+        /// Its scope.
+        scope: u32,
+        /// The collection.
+        collection: u32,
+    },
+    /// A scope was created.
+    ScopeCreated {
+        /// Manifest uid stamped on the event.
+        manifest_uid: u64,
+        /// The scope.
+        scope: u32,
+        /// Its name.
+        name: Bytes,
+    },
+    /// A scope was dropped (its collections' drop events came first).
+    ScopeDropped {
+        /// Manifest uid stamped on the event.
+        manifest_uid: u64,
+        /// The scope.
+        scope: u32,
+    },
+    /// A collection was modified (FlatBuffers connections only; the value
+    /// is not parsed here).
+    CollectionModified {
+        /// The raw FlatBuffers value.
+        value: Bytes,
+    },
+    /// Another event in the FlatBuffers format (not parsed here).
+    Unparsed {
+        /// The event id.
+        event: SystemEventId,
+        /// The raw value.
+        value: Bytes,
+    },
+}
+
+impl CollectionsChange {
+    /// The manifest uid the event carries (none for unparsed events).
+    pub fn manifest_uid(&self) -> Option<u64> {
+        match self {
+            CollectionsChange::CollectionCreated { manifest_uid, .. }
+            | CollectionsChange::CollectionFlushed { manifest_uid, .. }
+            | CollectionsChange::CollectionDropped { manifest_uid, .. }
+            | CollectionsChange::ScopeCreated { manifest_uid, .. }
+            | CollectionsChange::ScopeDropped { manifest_uid, .. } => Some(*manifest_uid),
+            CollectionsChange::CollectionModified { .. } | CollectionsChange::Unparsed { .. } => {
+                None
+            }
+        }
+    }
+}
+
+/// One vbucket's view of the collections manifest, built from its system
+/// events: tells a create from a flush, and what exists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManifestView {
+    uid: u64,
+    scopes: BTreeMap<u32, Bytes>,
+    collections: BTreeMap<u32, (u32, Bytes)>,
+}
+
+impl ManifestView {
+    /// The highest manifest uid seen.
+    pub fn uid(&self) -> u64 {
+        self.uid
+    }
+
+    /// Whether collection `id` is known to exist (the default collection
+    /// is assumed to, until dropped events say otherwise).
+    pub fn has_collection(&self, id: u32) -> bool {
+        self.collections.contains_key(&id)
+    }
+
+    /// The name of collection `id`, if created in this view.
+    pub fn collection_name(&self, id: u32) -> Option<&Bytes> {
+        self.collections.get(&id).map(|(_, name)| name)
+    }
+
+    /// Applies a system event; returns it typed.
+    pub fn apply(&mut self, event: &SystemEvent) -> Result<CollectionsChange, DecodeError> {
+        let change = match event.data()? {
+            SystemEventData::BeginCollection {
+                manifest_uid,
+                scope_id,
+                collection_id,
+                max_ttl,
+            } => {
+                let known = self
+                    .collections
+                    .insert(collection_id, (scope_id, event.key.clone()))
+                    .is_some();
+                if known {
+                    CollectionsChange::CollectionFlushed {
+                        manifest_uid,
+                        scope: scope_id,
+                        collection: collection_id,
+                    }
+                } else {
+                    CollectionsChange::CollectionCreated {
+                        manifest_uid,
+                        scope: scope_id,
+                        collection: collection_id,
+                        name: event.key.clone(),
+                        max_ttl,
+                    }
+                }
+            }
+            SystemEventData::EndCollection {
+                manifest_uid,
+                scope_id,
+                collection_id,
+            } => {
+                self.collections.remove(&collection_id);
+                CollectionsChange::CollectionDropped {
+                    manifest_uid,
+                    scope: scope_id,
+                    collection: collection_id,
+                }
+            }
+            SystemEventData::CreateScope {
+                manifest_uid,
+                scope_id,
+            } => {
+                self.scopes.insert(scope_id, event.key.clone());
+                CollectionsChange::ScopeCreated {
+                    manifest_uid,
+                    scope: scope_id,
+                    name: event.key.clone(),
+                }
+            }
+            SystemEventData::DropScope {
+                manifest_uid,
+                scope_id,
+            } => {
+                self.scopes.remove(&scope_id);
+                self.collections.retain(|_, (scope, _)| *scope != scope_id);
+                CollectionsChange::ScopeDropped {
+                    manifest_uid,
+                    scope: scope_id,
+                }
+            }
+            SystemEventData::FlatBuffers(value)
+                if event.event == SystemEventId::ModifyCollection =>
+            {
+                CollectionsChange::CollectionModified { value }
+            }
+            SystemEventData::FlatBuffers(value) => CollectionsChange::Unparsed {
+                event: event.event,
+                value,
+            },
+        };
+        if let Some(uid) = change.manifest_uid() {
+            self.uid = self.uid.max(uid);
+        }
+        Ok(change)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{BufMut, BytesMut};
+
+    use super::*;
+
+    fn event(id: SystemEventId, version: u8, key: &'static [u8], fields: &[u64]) -> SystemEvent {
+        let mut value = BytesMut::new();
+        value.put_u64(fields[0]);
+        for f in &fields[1..] {
+            value.put_u32(*f as u32);
+        }
+        SystemEvent {
+            vbucket: 0,
+            opaque: 1,
+            stream_id: None,
+            by_seqno: 1,
+            event: id,
+            version,
+            key: Bytes::from_static(key),
+            value: value.freeze(),
+        }
+    }
+
+    #[test]
+    fn the_view_tells_creates_from_flushes() {
+        let mut view = ManifestView::default();
+        let begin = event(SystemEventId::BeginCollection, 0, b"c", &[2, 8, 9]);
+        assert!(matches!(
+            view.apply(&begin).unwrap(),
+            CollectionsChange::CollectionCreated { collection: 9, .. }
+        ));
+        assert_eq!(
+            view.apply(&begin).unwrap(),
+            CollectionsChange::CollectionFlushed {
+                manifest_uid: 2,
+                scope: 8,
+                collection: 9
+            }
+        );
+        let ttl = event(SystemEventId::BeginCollection, 1, b"t", &[3, 8, 10, 60]);
+        assert!(matches!(
+            view.apply(&ttl).unwrap(),
+            CollectionsChange::CollectionCreated {
+                max_ttl: Some(60),
+                ..
+            }
+        ));
+        let scope = event(SystemEventId::CreateScope, 0, b"s", &[4, 8]);
+        assert!(matches!(
+            view.apply(&scope).unwrap(),
+            CollectionsChange::ScopeCreated { scope: 8, .. }
+        ));
+        let drop = event(SystemEventId::EndCollection, 0, b"", &[5, 8, 9]);
+        assert!(matches!(
+            view.apply(&drop).unwrap(),
+            CollectionsChange::CollectionDropped { collection: 9, .. }
+        ));
+        assert!(!view.has_collection(9) && view.has_collection(10));
+        let drop_scope = event(SystemEventId::DropScope, 0, b"", &[6, 8]);
+        assert!(matches!(
+            view.apply(&drop_scope).unwrap(),
+            CollectionsChange::ScopeDropped { scope: 8, .. }
+        ));
+        assert!(!view.has_collection(10));
+        assert_eq!(view.uid(), 6);
+        // A value that does not fit its event is an error.
+        let bad = event(SystemEventId::DropScope, 0, b"", &[6, 8, 9]);
+        assert!(view.apply(&bad).is_err());
+    }
+
+    #[test]
+    fn filters_become_request_values_and_keys_split() {
+        let v = StreamFilter::Collections(vec![8, 0xa]).request_value(0);
+        assert_eq!(v.to_json().unwrap(), br#"{"collections":["8","a"]}"#);
+        let v = StreamFilter::Scope(9).request_value(0x1f);
+        assert_eq!(v.to_json().unwrap(), br#"{"scope":"9","uid":"1f"}"#);
+        let m = crate::msg::Mutation {
+            vbucket: 0,
+            opaque: 1,
+            stream_id: None,
+            cas: 1,
+            datatype: crate::codec::Datatype::RAW,
+            by_seqno: 1,
+            rev_seqno: 1,
+            flags: 0,
+            expiration: 0,
+            lock_time: 0,
+            nru: 0,
+            key: Bytes::from_static(b"\x88\x01k"),
+            value: Bytes::new(),
+        };
+        let e = Event::Mutation(m, super::super::Credit::NONE);
+        let k = e.document_key(true).unwrap();
+        assert_eq!((k.collection_id, &k.key[..]), (0x88, &b"k"[..]));
+        let k = e.document_key(false).unwrap();
+        assert_eq!((k.collection_id, &k.key[..]), (0, &b"\x88\x01k"[..]));
+    }
+}
