@@ -25,6 +25,8 @@ pub(crate) enum Deferred {
     Drop(String),
     /// Admin: end the streams of a vbucket with a reason.
     EndStreams(u16, StreamEndReason),
+    /// Admin: a cluster-level command for the node's cluster.
+    ClusterAdmin(super::admin::ClusterAdminRequest),
 }
 
 /// Node state lent to a request handler.
@@ -42,6 +44,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) now: Instant,
     /// The cluster-wide config JSON served instead of the node's own.
     pub(crate) cluster_config: Option<&'a [u8]>,
+    /// The revision of the config served (shared or the node's own).
+    pub(crate) config_rev: i64,
     /// `now` as wall-clock time (for CAS values, TTLs, delete times).
     pub(crate) wall_clock: SystemTime,
 }

@@ -191,7 +191,7 @@ mod stream_request;
 mod transmit;
 mod users;
 
-pub use admin::{ADMIN_OPCODE, AdminCommand};
+pub use admin::{ADMIN_OPCODE, AdminCommand, ClusterAdminRequest};
 pub use config::NodeConfig;
 pub use error::{CloseReason, ConnectionId, ProducerError};
 pub use local_cluster::{ClusterError, LocalCluster, NodeId};

@@ -35,6 +35,8 @@ pub struct Node {
     wakeups: BTreeSet<ConnectionId>,
     /// The first instant seen, paired with `config.wall_clock_base`.
     clock_anchor: Option<Instant>,
+    /// Cluster-level admin commands waiting for the cluster.
+    admin_requests: Vec<super::ClusterAdminRequest>,
 }
 
 impl Node {
@@ -58,6 +60,7 @@ impl Node {
             cluster_config: None,
             wakeups: BTreeSet::new(),
             clock_anchor: None,
+            admin_requests: Vec::new(),
             config,
         }
     }
@@ -171,11 +174,12 @@ impl Node {
                 .cluster_config
                 .as_ref()
                 .map(|(_, json)| json.as_slice()),
+            config_rev: self
+                .cluster_config
+                .as_ref()
+                .map_or(self.config_rev, |c| c.0),
         };
-        let config_rev = self
-            .cluster_config
-            .as_ref()
-            .map_or(self.config_rev, |c| c.0);
+        let config_rev = ctx.config_rev;
         let mut outcome = Ok(());
         while conn.out.len() < ctx.config.max_pending_output {
             match conn.decoder.decode(rx) {
@@ -297,8 +301,59 @@ impl Node {
     /// Serves `json` (a bucket config at revision `rev`, e.g. one shared by
     /// every node of a [`LocalCluster`](super::LocalCluster)) from
     /// GET_CLUSTER_CONFIG instead of the node's own one-node config.
+    ///
+    /// Connections that negotiated cluster-map change notifications (HELLO
+    /// Duplex with ClustermapChangeNotification or its brief form) and
+    /// selected the bucket get the new config pushed (or, brief, its
+    /// version) when `rev` is newer than what they were sent.
     pub fn set_cluster_config(&mut self, rev: i64, json: Vec<u8>) {
+        let newer = self
+            .cluster_config
+            .as_ref()
+            .is_none_or(|(old, _)| *old < rev);
         self.cluster_config = Some((rev, json));
+        if newer {
+            self.push_cluster_config();
+        }
+    }
+
+    /// Queues the config in force on every connection that asked for
+    /// notifications and has not seen it; returns how many got it.
+    pub fn push_cluster_config(&mut self) -> usize {
+        let Some((rev, json)) = &self.cluster_config else {
+            return 0;
+        };
+        let bucket = self.bucket.name().to_owned();
+        let mut pushed = 0;
+        for conn in self.conns.values_mut() {
+            if super::cluster_config::push(conn, &bucket, *rev, json) {
+                self.wakeups.insert(conn.id);
+                pushed += 1;
+            }
+        }
+        pushed
+    }
+
+    /// Cluster-level admin commands received since the last call (see
+    /// [`LocalCluster::run_admin_requests`](super::LocalCluster::run_admin_requests)).
+    pub fn take_admin_requests(&mut self) -> Vec<super::ClusterAdminRequest> {
+        core::mem::take(&mut self.admin_requests)
+    }
+
+    /// Answers a cluster-level admin request on its connection (SUCCESS
+    /// with the JSON result, or EINVAL with the error); the connection
+    /// is woken. A connection gone meanwhile is skipped.
+    pub fn answer_admin_request(
+        &mut self,
+        request: &super::ClusterAdminRequest,
+        result: Result<serde_json::Value, String>,
+    ) {
+        let Some(conn) = self.conns.get_mut(&request.conn) else {
+            return;
+        };
+        if super::admin::answer(conn, request.opaque, result).is_ok() {
+            self.wakeups.insert(request.conn);
+        }
     }
 
     /// Installs a copy of another node's vbucket (same history, uuid and
@@ -449,6 +504,7 @@ impl Node {
             Deferred::EndStreams(vb, reason) => {
                 self.end_streams(vb, reason);
             }
+            Deferred::ClusterAdmin(request) => self.admin_requests.push(request),
             Deferred::Drop(name) => {
                 if let Some(id) = by_name(self, &name) {
                     self.close(id, CloseReason::Dropped);
