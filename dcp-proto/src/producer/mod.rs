@@ -14,6 +14,13 @@
 //!
 //! [`LocalCluster`] runs several nodes as one cluster: a shared vbucket map
 //! and config, replication, rebalance, failover, nodes added and removed.
+//! As a real cluster's nodes do, each pushes every new config to the
+//! connections that asked in HELLO (Duplex with ClustermapChangeNotification,
+//! full or brief), and answers a stream request for a vbucket it does not
+//! own NOT_MY_VBUCKET with its config (omitted under
+//! DedupeNotMyVbucketClustermap when the connection already has it).
+//! Cluster-level [`AdminCommand`]s sent to any node are carried out by the
+//! cluster ([`LocalCluster::run_admin_requests`]).
 //!
 //! # Driving contract
 //!

@@ -50,6 +50,12 @@ pub(crate) async fn run(args: ServeArgs, make_config: MakeConfig) -> Result<(), 
     );
     banner += "change the topology by typing here:\n";
     banner += crate::cluster_console::HELP;
+    if let Some(first) = handle.node_addrs().first() {
+        banner += &format!(
+            "or from another shell: dcp admin -a {first} -u {} -p {} rebalance | failover --node N | add-node | remove-node N | map\n",
+            user.0, user.1
+        );
+    }
     banner += "Ctrl-C stops the cluster.\n";
     let mut stdout = std::io::stdout();
     let _ = stdout
