@@ -366,3 +366,41 @@ fn a_client_answering_a_notification_is_ignored() {
     assert!(h.recv(&mut c).is_empty());
     assert!(!h.node.is_closed(c.id));
 }
+
+#[test]
+fn a_lone_node_pushes_its_own_config_when_a_vbucket_changes_state() {
+    let mut h = Harness::new(config(4));
+    let mut c = h.connect();
+    h.login_with(
+        &mut c,
+        &with(&[
+            HelloFeature::Duplex,
+            HelloFeature::ClustermapChangeNotification,
+        ]),
+    );
+    h.node.set_vbucket_state(2, VbucketState::Dead).unwrap();
+    let pushed = notifications(&h.recv(&mut c));
+    assert_eq!(pushed.len(), 1);
+    let config = ClusterConfig::parse(&pushed[0].config, "127.0.0.1").unwrap();
+    assert_eq!(config.version().rev, pushed[0].version.revision);
+    assert!(config.active_node(2).is_none());
+    assert!(config.active_node(1).is_some());
+    // The same revision is what GET_CLUSTER_CONFIG now serves.
+    let o = h.opaque();
+    let answer = h.request(&mut c, |b| {
+        GetClusterConfig {
+            opaque: o,
+            known: None,
+        }
+        .encode(b)
+    });
+    let served = GetClusterConfigResponse::decode(&answer).unwrap().config;
+    assert_eq!(
+        ClusterConfig::parse(&served, "127.0.0.1")
+            .unwrap()
+            .version(),
+        config.version()
+    );
+    h.node.set_vbucket_state(2, VbucketState::Active).unwrap();
+    assert_eq!(notifications(&h.recv(&mut c)).len(), 1);
+}

@@ -19,8 +19,16 @@ pub(crate) const REV_EPOCH: i64 = 1;
 
 /// The bucket config JSON at revision `rev`.
 pub(crate) fn config_json(ctx: &Ctx<'_>, rev: i64) -> Vec<u8> {
-    let config = ctx.config;
-    let bucket = &*ctx.bucket;
+    own_config_json(ctx.config, ctx.bucket, rev)
+}
+
+/// A lone node's own config JSON at revision `rev`: itself as the only
+/// server, owning its active vbuckets.
+pub(crate) fn own_config_json(
+    config: &super::NodeConfig,
+    bucket: &crate::bucket::Bucket,
+    rev: i64,
+) -> Vec<u8> {
     let host = &config.hostname;
     let map: Vec<[i32; 1]> = bucket
         .vbuckets()

@@ -317,16 +317,21 @@ impl Node {
         }
     }
 
-    /// Queues the config in force on every connection that asked for
-    /// notifications and has not seen it; returns how many got it.
+    /// Queues the config in force (the shared cluster config, else the
+    /// node's own) on every connection that asked for notifications and has
+    /// not seen it; returns how many got it.
     pub fn push_cluster_config(&mut self) -> usize {
-        let Some((rev, json)) = &self.cluster_config else {
-            return 0;
+        let (rev, json) = match &self.cluster_config {
+            Some((rev, json)) => (*rev, json.clone()),
+            None => (
+                self.config_rev,
+                super::cluster_config::own_config_json(&self.config, &self.bucket, self.config_rev),
+            ),
         };
         let bucket = self.bucket.name().to_owned();
         let mut pushed = 0;
         for conn in self.conns.values_mut() {
-            if super::cluster_config::push(conn, &bucket, *rev, json) {
+            if super::cluster_config::push(conn, &bucket, rev, &json) {
                 self.wakeups.insert(conn.id);
                 pushed += 1;
             }
@@ -518,6 +523,15 @@ impl Node {
         if !self.bucket.has_news() {
             return;
         }
+        let rev = self.config_rev;
+        self.sync_events();
+        if self.config_rev != rev && self.cluster_config.is_none() {
+            // A lone node's own config changed (a vbucket changed state).
+            self.push_cluster_config();
+        }
+    }
+
+    fn sync_events(&mut self) {
         for event in self.bucket.take_events() {
             match event {
                 BucketEvent::StateChanged { vbucket, .. } => {
