@@ -307,3 +307,181 @@ fn keys_hash_like_couchbase() {
     }
     assert_eq!(with_vbuckets(1024).vbucket_for_key(b"hello"), 528);
 }
+
+const ALTERNATE: &[u8] = include_bytes!("cluster_fixtures/alternate_addresses.json");
+
+mod alternate_addresses {
+    use dcp_proto::cluster::{
+        AlternateAddress, ClusterConfig, ClusterOrchestrator, Network, OrchestratorConfig,
+    };
+    use dcp_proto::session::Checkpoint;
+
+    use super::{ALTERNATE, THREE, addr};
+
+    #[test]
+    fn external_addresses_are_parsed() {
+        let c = ClusterConfig::parse(ALTERNATE, "172.16.0.11").unwrap();
+        let servers = c.servers();
+        assert_eq!(servers[0].address, addr("172.16.0.11:11210"));
+        assert_eq!(
+            servers[0].alternate,
+            Some(AlternateAddress::new(
+                "node1.ext.example.com",
+                Some(31210),
+                Some(31207)
+            ))
+        );
+        assert_eq!(
+            servers[1].alternate,
+            Some(AlternateAddress::new("node2.ext.example.com", None, None))
+        );
+        assert_eq!(servers[2].alternate, None);
+        assert_eq!(c.kv_nodes()[0].alternate, servers[0].alternate);
+    }
+
+    #[test]
+    fn the_external_network_addresses_every_node_by_its_external_name() {
+        let c = ClusterConfig::parse(ALTERNATE, "172.16.0.11")
+            .unwrap()
+            .for_network(Network::External);
+        let servers = c.servers();
+        assert_eq!(servers[0].address, addr("node1.ext.example.com:31210"));
+        assert_eq!(servers[0].tls_port, Some(31207));
+        // No external ports: the internal ones.
+        assert_eq!(servers[1].address, addr("node2.ext.example.com:11210"));
+        assert_eq!(servers[1].tls_port, Some(11207));
+        // No external address at all: the internal one.
+        assert_eq!(servers[2].address, addr("172.16.0.13:11210"));
+        // The map follows: vb 0 is on node 1, vb 1 on node 2.
+        assert_eq!(
+            c.active_node(0).unwrap().address,
+            addr("node1.ext.example.com:31210")
+        );
+        assert_eq!(
+            c.active_node(1).unwrap().address,
+            addr("node2.ext.example.com:11210")
+        );
+        assert_eq!(c.kv_nodes()[0].address, servers[0].address);
+        // Idempotent, and the default network changes nothing.
+        assert_eq!(c.clone().for_network(Network::External), c);
+        let internal = ClusterConfig::parse(ALTERNATE, "172.16.0.11").unwrap();
+        assert_eq!(internal.clone().for_network(Network::Default), internal);
+    }
+
+    #[test]
+    fn auto_picks_external_only_for_an_external_seed() {
+        let c = ClusterConfig::parse(ALTERNATE, "172.16.0.11").unwrap();
+        assert_eq!(
+            c.resolve_network(Network::Auto, ["node2.ext.example.com"]),
+            Network::External
+        );
+        assert_eq!(
+            c.resolve_network(Network::Auto, ["NODE1.EXT.example.com"]),
+            Network::External
+        );
+        assert_eq!(
+            c.resolve_network(Network::Auto, ["172.16.0.12"]),
+            Network::Default
+        );
+        assert_eq!(
+            c.resolve_network(Network::Auto, ["somewhere.else"]),
+            Network::Default
+        );
+        assert_eq!(
+            c.resolve_network(Network::External, ["172.16.0.12"]),
+            Network::External
+        );
+        assert_eq!(
+            c.resolve_network(Network::Default, ["node1.ext.example.com"]),
+            Network::Default
+        );
+        // A config without alternate addresses is always on the default one.
+        let plain = ClusterConfig::parse(THREE, "cb1.example.com").unwrap();
+        assert_eq!(
+            plain.resolve_network(Network::Auto, ["cb1.example.com"]),
+            Network::Default
+        );
+        assert_eq!(
+            plain.clone().for_network(Network::External),
+            plain,
+            "nodes without external addresses keep theirs"
+        );
+    }
+
+    fn connects(settings: OrchestratorConfig, seed: &str) -> Vec<String> {
+        let mut orch = ClusterOrchestrator::new(settings, Checkpoint::new());
+        orch.handle_config(ALTERNATE, seed, std::time::Instant::now())
+            .unwrap();
+        let mut out: Vec<String> = std::iter::from_fn(|| orch.poll_action())
+            .filter_map(|a| match a {
+                dcp_proto::cluster::Action::Connect(node) => Some(node.address.to_string()),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_orchestrator_connects_on_the_network_its_seed_implies() {
+        assert_eq!(
+            connects(OrchestratorConfig::new(), "node1.ext.example.com"),
+            [
+                "172.16.0.13:11210",
+                "node1.ext.example.com:31210",
+                "node2.ext.example.com:11210"
+            ]
+        );
+        assert_eq!(
+            connects(OrchestratorConfig::new(), "172.16.0.11"),
+            [
+                "172.16.0.11:11210",
+                "172.16.0.12:11210",
+                "172.16.0.13:11210"
+            ]
+        );
+        assert_eq!(
+            connects(
+                OrchestratorConfig::new().with_network(Network::External),
+                "172.16.0.11"
+            ),
+            [
+                "172.16.0.13:11210",
+                "node1.ext.example.com:31210",
+                "node2.ext.example.com:11210"
+            ]
+        );
+        assert_eq!(
+            connects(
+                OrchestratorConfig::new().with_network(Network::Default),
+                "node1.ext.example.com"
+            ),
+            [
+                "172.16.0.11:11210",
+                "172.16.0.12:11210",
+                "172.16.0.13:11210"
+            ]
+        );
+    }
+
+    #[test]
+    fn later_configs_stay_on_the_chosen_network() {
+        let mut orch = ClusterOrchestrator::new(OrchestratorConfig::new(), Checkpoint::new());
+        let now = std::time::Instant::now();
+        orch.handle_config(ALTERNATE, "node1.ext.example.com", now)
+            .unwrap();
+        assert_eq!(orch.network(), Some(Network::External));
+        let newer = String::from_utf8(ALTERNATE.to_vec())
+            .unwrap()
+            .replace("\"rev\": 5120", "\"rev\": 5121");
+        // Pushed by a node reached on its external address.
+        orch.handle_config(newer.as_bytes(), "node2.ext.example.com", now)
+            .unwrap();
+        let config = orch.config().unwrap();
+        assert_eq!(config.version().rev, 5121);
+        assert_eq!(
+            config.servers()[0].address,
+            addr("node1.ext.example.com:31210")
+        );
+    }
+}

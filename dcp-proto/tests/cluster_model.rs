@@ -4,7 +4,10 @@
 //! the history, killed connections, nodes coming back. The application
 //! keeps the events the orchestrator accepts and obeys rollbacks; once the
 //! cluster heals, its view of every vbucket must equal the bucket's, and
-//! no change may arrive twice except after a rollback.
+//! no change may arrive twice except after a rollback. Configs also arrive
+//! unasked: a published config is pushed to some connections (in order
+//! with their stream events), and a refusal may carry the refusing node's
+//! config.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -153,6 +156,24 @@ impl Model {
             self.truth.iter().map(|t| t.owner).collect(),
             self.published.1 + 1,
         );
+        // Some connections get it pushed, behind what they already queued.
+        let config = Bytes::from(self.config_json());
+        let ready: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.ready)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in ready {
+            if self.rng.below(2) == 0
+                && let Some(conn) = self.conns.get_mut(&n)
+            {
+                conn.queue.push_back(Event::ClusterConfig {
+                    status: Status::Success,
+                    config: config.clone(),
+                });
+            }
+        }
     }
 
     /// Carries out every action the orchestrator has.
@@ -209,10 +230,19 @@ impl Model {
         let truth = &self.truth[usize::from(vb)];
         if truth.owner != n {
             conn.streams.remove(&vb);
+            // Half the refusals carry the node's config (as published).
+            let body = if self.rng.below(2) == 0 {
+                Bytes::from(self.config_json())
+            } else {
+                Bytes::new()
+            };
+            let Some(conn) = self.conns.get_mut(&n) else {
+                return;
+            };
             conn.queue.push_back(Event::StreamFailed {
                 vbucket: vb,
                 status: Status::NotMyVbucket,
-                body: Bytes::new(),
+                body,
             });
             return;
         }
@@ -315,7 +345,7 @@ impl Model {
             let Some(event) = self.conns.get_mut(&n).and_then(|c| c.queue.pop_front()) else {
                 return;
             };
-            if self.orch.handle_stream_event(&addr(n), &event, self.now) {
+            if let Some(event) = self.orch.handle_node_event(&addr(n), event, None, self.now) {
                 self.apply_to_view(&event);
             }
             self.drain();

@@ -16,7 +16,7 @@ use dcp_proto::cluster::{
     Action, ClusterConfig, ClusterOrchestrator, NodeAddress, OrchestratorConfig,
 };
 use dcp_proto::codec::Status;
-use dcp_proto::consumer::{Consumer, ConsumerConfig, Event};
+use dcp_proto::consumer::{ConfigPush, Consumer, ConsumerConfig, Event};
 use dcp_proto::msg::StreamEndReason;
 use dcp_proto::producer::{ConnectionId, LocalCluster, NodeConfig, NodeId};
 use dcp_proto::session::Checkpoint;
@@ -61,6 +61,14 @@ struct World {
     not_my_vbucket: usize,
     /// Streams ended StateChanged.
     state_changed: usize,
+    /// Cluster-map notifications the consumers ask for.
+    push: ConfigPush,
+    /// Whether consumers ask for NOT_MY_VBUCKET replies without known configs.
+    dedupe: bool,
+    /// RefreshConfig actions carried out.
+    refreshes: usize,
+    /// Configs that reached the orchestrator as ClusterConfig events.
+    config_events: usize,
 }
 
 impl World {
@@ -73,8 +81,18 @@ impl World {
 
     /// A client bootstrapped from `json` (possibly stale).
     fn with_config(cluster: LocalCluster, json: &[u8], now: Instant, client: &'static str) -> Self {
-        let mut orchestrator =
-            ClusterOrchestrator::new(OrchestratorConfig::new(), Checkpoint::new());
+        Self::with_settings(cluster, json, now, client, OrchestratorConfig::new())
+    }
+
+    /// A client with these orchestrator settings, bootstrapped from `json`.
+    fn with_settings(
+        cluster: LocalCluster,
+        json: &[u8],
+        now: Instant,
+        client: &'static str,
+        settings: OrchestratorConfig,
+    ) -> Self {
+        let mut orchestrator = ClusterOrchestrator::new(settings, Checkpoint::new());
         orchestrator.handle_config(json, HOST, now).unwrap();
         Self {
             cluster,
@@ -87,6 +105,10 @@ impl World {
             client,
             not_my_vbucket: 0,
             state_changed: 0,
+            push: ConfigPush::Off,
+            dedupe: false,
+            refreshes: 0,
+            config_events: 0,
         }
     }
 
@@ -127,7 +149,9 @@ impl World {
                     )
                     .with_credentials(Credentials::new("app", "secret"))
                     .with_buffer_size(4096)
-                    .with_auto_ack(true);
+                    .with_auto_ack(true)
+                    .with_config_push(self.push)
+                    .with_dedupe_not_my_vbucket(self.dedupe);
                     let consumer = Consumer::new(config, "bm9uY2U", self.now).unwrap();
                     let conn = self.cluster.node_mut(id).unwrap().accept(self.now);
                     self.links.insert(
@@ -159,6 +183,7 @@ impl World {
                     }
                 }
                 Action::RefreshConfig { via } => {
+                    self.refreshes += 1;
                     match via.and_then(|v| self.links.get_mut(&v)) {
                         Some(link) => {
                             let _ = link.consumer.request_cluster_config();
@@ -207,6 +232,7 @@ impl World {
                     Event::ClusterConfig { status, config }
                         if *status == Status::Success && !config.is_empty() =>
                     {
+                        self.config_events += 1;
                         self.orchestrator
                             .handle_config(config, HOST, self.now)
                             .unwrap();
@@ -679,4 +705,166 @@ fn random_topology_walks_lose_nothing() {
             assert!(world.synced(), "seed {seed} step {step}");
         }
     }
+}
+
+/// A client that never polls (a poll interval of a day), asking for
+/// `push`, streaming three nodes.
+fn push_world(push: ConfigPush) -> World {
+    let now = Instant::now();
+    let cluster = cluster(3);
+    let json = cluster.config_json();
+    let settings = OrchestratorConfig::new().with_config_poll_interval(Duration::from_secs(86_400));
+    let mut world = World::with_settings(cluster, &json, now, "push", settings);
+    world.push = push;
+    world.dedupe = true;
+    world.write(200);
+    world.settle();
+    world.stream_while_writing(5);
+    world
+}
+
+/// Rebalances half the vbuckets; the client must follow without fetching a
+/// config (no poll falls due) and without rollback.
+fn follows_a_rebalance_by_push(push: ConfigPush) -> World {
+    let mut world = push_world(push);
+    let refreshes = world.refreshes;
+    let configs = world.config_events;
+    let moves: Vec<(u16, NodeId)> = (0..VBUCKETS)
+        .step_by(2)
+        .map(|vb| {
+            (
+                vb,
+                NodeId((world.cluster.active_node(vb).unwrap().0 + 1) % 3),
+            )
+        })
+        .collect();
+    world.cluster.rebalance(&moves).unwrap();
+    world.write(30);
+    let took = world.settle();
+    world.stream_while_writing(3);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        world.view.rollbacks.is_empty(),
+        "{:?}",
+        world.view.rollbacks
+    );
+    assert!(world.config_events > configs, "a pushed config arrived");
+    assert_eq!(
+        world.orchestrator.config().unwrap().version().rev,
+        world.cluster.rev()
+    );
+    if push == ConfigPush::Full {
+        // The config came with the push, ahead of the old owners' stream
+        // ends: nothing had to be fetched.
+        assert_eq!(world.refreshes, refreshes, "no config fetch was needed");
+    } else {
+        // The consumer fetched the announced config itself; the old
+        // owners' stream ends, arriving before it, may ask for one fetch.
+        assert!(
+            world.refreshes - refreshes <= 1,
+            "{}",
+            world.refreshes - refreshes
+        );
+    }
+    world
+}
+
+#[test]
+fn a_full_push_carries_a_rebalance_without_polling() {
+    let world = follows_a_rebalance_by_push(ConfigPush::Full);
+    assert!(
+        world
+            .links
+            .values()
+            .all(|l| { l.consumer.negotiated().unwrap().config_push == ConfigPush::Full })
+    );
+}
+
+#[test]
+fn a_brief_push_carries_a_rebalance_without_polling() {
+    let world = follows_a_rebalance_by_push(ConfigPush::Brief);
+    assert!(
+        world
+            .links
+            .values()
+            .all(|l| { l.consumer.negotiated().unwrap().config_push == ConfigPush::Brief })
+    );
+}
+
+#[test]
+fn pushes_follow_failover_and_membership_changes() {
+    let mut world = push_world(ConfigPush::Full);
+    let refreshes = world.refreshes;
+    world.cluster.failover(NodeId(1)).unwrap();
+    world.stream_while_writing(3);
+    let added = world.cluster.add_node().unwrap();
+    world.cluster.rebalance_evenly().unwrap();
+    world.stream_while_writing(3);
+    world.cluster.remove_node(NodeId(2)).unwrap();
+    world.stream_while_writing(3);
+    assert!(world.synced());
+    assert_eq!(
+        world.orchestrator.config().unwrap().version().rev,
+        world.cluster.rev()
+    );
+    assert!(world.cluster.is_member(added));
+    // A failover drops the failed node's connections, and a lost node asks
+    // for a fetch; everything else came by push.
+    assert!(
+        world.refreshes - refreshes <= 1,
+        "{}",
+        world.refreshes - refreshes
+    );
+}
+
+#[test]
+fn without_push_the_same_client_needs_a_fetch() {
+    // The control case: no push, no poll; the StateChanged ends make the
+    // orchestrator fetch a config.
+    let mut world = push_world(ConfigPush::Off);
+    let refreshes = world.refreshes;
+    let moves: Vec<(u16, NodeId)> = (0..VBUCKETS)
+        .step_by(2)
+        .map(|vb| {
+            (
+                vb,
+                NodeId((world.cluster.active_node(vb).unwrap().0 + 1) % 3),
+            )
+        })
+        .collect();
+    world.cluster.rebalance(&moves).unwrap();
+    world.settle();
+    assert!(world.refreshes > refreshes);
+    assert!(world.view.rollbacks.is_empty());
+}
+
+#[test]
+fn a_stale_config_is_corrected_by_the_not_my_vbucket_body() {
+    let now = Instant::now();
+    let mut cluster = cluster(3);
+    let stale = cluster.config_json();
+    for i in 0..150 {
+        cluster
+            .set(format!("key-{i}").as_bytes(), "v", now)
+            .unwrap();
+    }
+    let moves: Vec<(u16, NodeId)> = (0..VBUCKETS)
+        .map(|vb| (vb, NodeId((cluster.active_node(vb).unwrap().0 + 1) % 3)))
+        .collect();
+    cluster.rebalance(&moves).unwrap();
+    // No poll, no push: only the refusals' bodies carry the new map.
+    let settings = OrchestratorConfig::new().with_config_poll_interval(Duration::from_secs(86_400));
+    let mut world = World::with_settings(cluster, &stale, now, "nmvb", settings);
+    world.dedupe = true;
+    let took = world.settle();
+    assert!(world.not_my_vbucket > 0);
+    assert_eq!(world.refreshes, 0, "no config fetch was needed");
+    assert_eq!(
+        world.orchestrator.config().unwrap().version().rev,
+        world.cluster.rev()
+    );
+    // No retry delay was waited out.
+    assert!(took < Duration::from_millis(200), "{took:?}");
+    world.stream_while_writing(3);
+    assert!(world.view.rollbacks.is_empty());
 }

@@ -14,6 +14,7 @@
 
 use serde::Deserialize;
 
+use super::network::{AlternateAddress, Network};
 use super::node::{InvalidAddress, KvNode, NodeAddress, bracket, unbracket};
 
 /// The `$HOST` placeholder of a config served by a node that does not know
@@ -190,6 +191,7 @@ impl ClusterConfig {
             if let Some(node) = kv_nodes.iter().find(|n| n.address == server.address) {
                 server.tls_port = node.tls_port;
                 server.this_node = node.this_node;
+                server.alternate.clone_from(&node.alternate);
             }
         }
         let kv_nodes = if kv_nodes.is_empty() {
@@ -313,6 +315,54 @@ impl ClusterConfig {
             .filter(move |vb| self.active_node(*vb).is_some_and(|n| &n.address == node))
     }
 
+    /// The network to use with this config when bootstrapping from
+    /// `seed_hosts`: `wanted` itself unless it is [`Network::Auto`], which
+    /// becomes [`Network::External`] when a seed host is a node's external
+    /// host name and no node's internal one, else [`Network::Default`].
+    pub fn resolve_network<'a>(
+        &self,
+        wanted: Network,
+        seed_hosts: impl IntoIterator<Item = &'a str>,
+    ) -> Network {
+        if wanted != Network::Auto {
+            return wanted;
+        }
+        let nodes = || self.kv_nodes.iter().chain(&self.servers);
+        for seed in seed_hosts {
+            let seed = unbracket(seed);
+            if nodes().any(|n| n.address.host().eq_ignore_ascii_case(seed)) {
+                return Network::Default;
+            }
+            if nodes().any(|n| {
+                n.alternate
+                    .as_ref()
+                    .is_some_and(|a| a.hostname.eq_ignore_ascii_case(seed))
+            }) {
+                return Network::External;
+            }
+        }
+        Network::Default
+    }
+
+    /// This config with every node that has an external address addressed
+    /// by it (host, `ports.kv` or the internal port, `ports.kvSSL` or the
+    /// internal TLS port) when `network` is [`Network::External`];
+    /// unchanged otherwise. Node identities (and so the vbucket map) then
+    /// use the external addresses.
+    pub fn for_network(mut self, network: Network) -> Self {
+        if network != Network::External {
+            return self;
+        }
+        for node in self.servers.iter_mut().chain(self.kv_nodes.iter_mut()) {
+            if let Some(alt) = &node.alternate {
+                let port = alt.kv_port.unwrap_or(node.address.port());
+                node.tls_port = alt.kv_tls_port.or(node.tls_port);
+                node.address = NodeAddress::new(alt.hostname.clone(), port);
+            }
+        }
+        self
+    }
+
     fn node_at(&self, chains: &Chains, vbucket: u16, position: usize) -> Option<&KvNode> {
         let index = (*chains.get(usize::from(vbucket))?.get(position)?)?;
         self.servers.get(usize::from(index))
@@ -362,6 +412,18 @@ fn kv_nodes(ext: &Option<Vec<RawNodeExt>>, nodes: &[RawNode], hosts: &Hosts<'_>)
                     address: NodeAddress::new(hosts.host(&n.hostname), port),
                     tls_port: n.services.kv_ssl,
                     this_node: n.this_node,
+                    alternate: n
+                        .alternate_addresses
+                        .as_ref()
+                        .and_then(|a| a.external.as_ref())
+                        .filter(|e| !e.hostname.is_empty())
+                        .map(|e| {
+                            AlternateAddress::new(
+                                unbracket(&e.hostname),
+                                e.ports.kv,
+                                e.ports.kv_ssl,
+                            )
+                        }),
                 })
             })
             .collect();
@@ -373,9 +435,9 @@ fn kv_nodes(ext: &Option<Vec<RawNodeExt>>, nodes: &[RawNode], hosts: &Hosts<'_>)
             // `hostname` is the management address, `host:8091`.
             let mgmt = hosts.address(&n.hostname).ok()?;
             Some(KvNode {
-                address: NodeAddress::new(mgmt.host(), port),
                 tls_port: None,
                 this_node: n.this_node,
+                ..KvNode::new(NodeAddress::new(mgmt.host(), port))
             })
         })
         .collect()
@@ -444,6 +506,22 @@ struct RawNodeExt {
     services: RawServices,
     #[serde(default)]
     this_node: bool,
+    #[serde(default)]
+    alternate_addresses: Option<RawAlternates>,
+}
+
+#[derive(Deserialize)]
+struct RawAlternates {
+    #[serde(default)]
+    external: Option<RawAlternate>,
+}
+
+#[derive(Deserialize)]
+struct RawAlternate {
+    #[serde(default)]
+    hostname: String,
+    #[serde(default)]
+    ports: RawServices,
 }
 
 #[derive(Deserialize, Default)]

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use super::Network;
+
 /// The default data port of `couchbase://` seeds.
 pub const DEFAULT_KV_PORT: u16 = 11210;
 
@@ -22,6 +24,10 @@ pub struct ConnectionString {
     /// `couchbases://`: every connection (seeds and data nodes, on their
     /// `kvSSL` ports) uses TLS.
     pub tls: bool,
+    /// The `network` option (`?network=external`; default `auto`): which
+    /// node addresses to use (pass it on with
+    /// [`OrchestratorConfig::with_network`](super::OrchestratorConfig::with_network)).
+    pub network: Network,
 }
 
 /// Why a connection string does not parse.
@@ -57,7 +63,18 @@ impl ConnectionString {
         } else {
             DEFAULT_KV_PORT
         };
-        let rest = rest.split(['?', '#']).next().unwrap_or_default();
+        let rest = rest.split('#').next().unwrap_or_default();
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut network = Network::Auto;
+        for option in query.split('&').filter(|o| !o.is_empty()) {
+            let (key, value) = option.split_once('=').unwrap_or((option, ""));
+            // Other SDK options are ignored: they tune what this crate does not do.
+            if key == "network" {
+                network = value
+                    .parse()
+                    .map_err(|_| bad("network must be auto, default or external"))?;
+            }
+        }
         let (hosts, bucket) = match rest.split_once('/') {
             Some((hosts, bucket)) => (hosts, Some(bucket.trim_end_matches('/'))),
             None => (rest, None),
@@ -72,7 +89,12 @@ impl ConnectionString {
             return Err(bad("no host"));
         }
         let bucket = bucket.filter(|b| !b.is_empty()).map(str::to_owned);
-        Ok(ConnectionString { seeds, bucket, tls })
+        Ok(ConnectionString {
+            seeds,
+            bucket,
+            tls,
+            network,
+        })
     }
 }
 
@@ -111,6 +133,9 @@ impl fmt::Display for ConnectionString {
         write!(f, "{scheme}://{}", seeds.join(","))?;
         if let Some(bucket) = &self.bucket {
             write!(f, "/{bucket}")?;
+        }
+        if self.network != Network::Auto {
+            write!(f, "?network={}", self.network)?;
         }
         Ok(())
     }
@@ -160,5 +185,25 @@ mod tests {
         );
         assert_eq!(ConnectionString::parse(&cs.to_string()).unwrap(), cs);
         assert!(ConnectionString::parse("couchbasess://a").is_err());
+    }
+
+    #[test]
+    fn network_option() {
+        let cs = ConnectionString::parse("couchbase://a,b/travel?network=external").unwrap();
+        assert_eq!(cs.network, Network::External);
+        assert_eq!(cs.bucket.as_deref(), Some("travel"));
+        assert_eq!(cs.seeds.len(), 2);
+        assert_eq!(
+            cs.to_string(),
+            "couchbase://a:11210,b:11210/travel?network=external"
+        );
+        let other = ConnectionString::parse("couchbase://a?kv_timeout=5s&network=default").unwrap();
+        assert_eq!(other.network, Network::Default);
+        assert_eq!(other.bucket, None);
+        assert_eq!(
+            ConnectionString::parse("a/b").unwrap().network,
+            Network::Auto
+        );
+        assert!(ConnectionString::parse("couchbase://a/b?network=lan").is_err());
     }
 }

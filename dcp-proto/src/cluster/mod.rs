@@ -64,6 +64,16 @@
 //! exponential backoff while a config still needs it; rollbacks are
 //! applied to the saved position.
 //!
+//! Configs also arrive unasked: a consumer with
+//! [`ConfigPush`](crate::consumer::ConfigPush) on hands out the configs its
+//! node pushes as [`Event::ClusterConfig`](crate::consumer::Event::ClusterConfig)
+//! ([`handle_node_event`](ClusterOrchestrator::handle_node_event) applies
+//! them; older revisions are ignored), and a NOT_MY_VBUCKET refusal carries
+//! the node's config, applied first when newer so the vbucket goes to its
+//! new owner without a fetch. The periodic poll stays as the fallback.
+//! [`Network`] picks internal or external (`alternateAddresses`) node
+//! addresses.
+//!
 //! ```
 //! use std::time::{Duration, Instant};
 //! use dcp_proto::cluster::{Action, ClusterOrchestrator, NodeAddress, OrchestratorConfig};
@@ -111,6 +121,7 @@
 
 mod config;
 mod connection_string;
+mod network;
 mod node;
 mod orchestrator;
 
@@ -118,6 +129,7 @@ pub use config::{ClusterConfig, ConfigError, ConfigVersion};
 pub use connection_string::{
     ConnectionString, DEFAULT_KV_PORT, DEFAULT_KV_TLS_PORT, InvalidConnectionString,
 };
+pub use network::{AlternateAddress, InvalidNetwork, Network};
 pub use node::{InvalidAddress, KvNode, NodeAddress};
 pub use orchestrator::{
     Action, ClusterOrchestrator, ConfigOutcome, ConfigRejected, InitialStart, NodeStatus,

@@ -95,6 +95,11 @@ pub struct KvNode {
     pub tls_port: Option<u16>,
     /// Whether the config says this is the node that served it.
     pub this_node: bool,
+    /// The node's external address (`alternateAddresses.external`), if
+    /// the config lists one. A config switched to the external network
+    /// ([`ClusterConfig::for_network`](super::ClusterConfig::for_network))
+    /// already uses it as `address`.
+    pub alternate: Option<super::AlternateAddress>,
 }
 
 impl KvNode {
@@ -104,6 +109,7 @@ impl KvNode {
             address,
             tls_port: None,
             this_node: false,
+            alternate: None,
         }
     }
 

@@ -40,6 +40,26 @@ pub enum SnappyMode {
     Decompress,
 }
 
+/// Cluster-map change notifications asked of the node (HELLO Duplex with
+/// ClustermapChangeNotification or ClustermapChangeNotificationBrief).
+///
+/// A pushed config (or, in the brief form, the config fetched at once
+/// with GET_CLUSTER_CONFIG because the announced revision is newer than
+/// any seen on the connection) arrives as
+/// [`Event::ClusterConfig`](super::Event::ClusterConfig).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ConfigPush {
+    /// Not asked: configs come only from GET_CLUSTER_CONFIG.
+    #[default]
+    Off,
+    /// The full config in every notification.
+    Full,
+    /// Only the version in every notification (Couchbase 7.6 and later);
+    /// the consumer fetches the config when the version is new.
+    Brief,
+}
+
 /// One DCP_CONTROL setting sent during the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlSetting {
@@ -153,6 +173,13 @@ pub struct ConsumerConfig {
     /// A stream request answered with ROLLBACK more often than this in a row
     /// fails the stream.
     pub max_rollbacks: u32,
+    /// Cluster-map change notifications to ask for (default off; the
+    /// cluster client turns them on).
+    pub config_push: ConfigPush,
+    /// Ask for NOT_MY_VBUCKET replies without the config when this
+    /// connection already saw that revision (HELLO
+    /// DedupeNotMyVbucketClustermap; default off).
+    pub dedupe_not_my_vbucket: bool,
 }
 
 impl ConsumerConfig {
@@ -189,6 +216,8 @@ impl ConsumerConfig {
             retry_delay: Duration::from_millis(100),
             max_retry_delay: Duration::from_secs(5),
             max_rollbacks: 64,
+            config_push: ConfigPush::Off,
+            dedupe_not_my_vbucket: false,
         }
     }
 
@@ -249,6 +278,19 @@ impl ConsumerConfig {
     /// Adds a DCP_CONTROL setting.
     pub fn with_control(mut self, control: ControlSetting) -> Self {
         self.controls.push(control);
+        self
+    }
+
+    /// Asks the node to push cluster-map changes.
+    pub fn with_config_push(mut self, push: ConfigPush) -> Self {
+        self.config_push = push;
+        self
+    }
+
+    /// Asks for NOT_MY_VBUCKET replies without a config this connection
+    /// already saw.
+    pub fn with_dedupe_not_my_vbucket(mut self, dedupe: bool) -> Self {
+        self.dedupe_not_my_vbucket = dedupe;
         self
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::config::{ConsumerConfig, ControlSetting, SnappyMode};
+use super::config::{ConfigPush, ConsumerConfig, ControlSetting, SnappyMode};
 use super::error::{ConsumerError, HandshakeStep, ProtocolError};
 use super::outbox::Outbox;
 use crate::auth::{Mechanism, ScramClient, plain_initial};
@@ -46,6 +46,10 @@ pub struct Negotiated {
     pub sync_writes: bool,
     /// Optional controls the producer refused.
     pub refused_controls: Vec<String>,
+    /// Cluster-map change notifications the node agreed to push.
+    pub config_push: ConfigPush,
+    /// NOT_MY_VBUCKET replies omit a config this connection already saw.
+    pub dedupe_not_my_vbucket: bool,
 }
 
 /// Why a built-in control is sent: its acceptance changes behaviour.
@@ -102,6 +106,20 @@ fn requested_features(config: &ConsumerConfig) -> Vec<HelloFeature> {
     }
     if config.snappy != SnappyMode::Off {
         features.push(HelloFeature::Snappy);
+    }
+    match config.config_push {
+        ConfigPush::Off => {}
+        ConfigPush::Full => features.extend([
+            HelloFeature::Duplex,
+            HelloFeature::ClustermapChangeNotification,
+        ]),
+        ConfigPush::Brief => features.extend([
+            HelloFeature::Duplex,
+            HelloFeature::ClustermapChangeNotificationBrief,
+        ]),
+    }
+    if config.dedupe_not_my_vbucket {
+        features.push(HelloFeature::DedupeNotMyVbucketClustermap);
     }
     features
 }
@@ -237,6 +255,18 @@ impl Handshake {
                 self.negotiated.collections = response.has(HelloFeature::Collections);
                 self.negotiated.xattr = response.has(HelloFeature::Xattr);
                 self.negotiated.snappy = response.has(HelloFeature::Snappy);
+                let duplex = response.has(HelloFeature::Duplex);
+                self.negotiated.config_push = if !duplex {
+                    ConfigPush::Off
+                } else if response.has(HelloFeature::ClustermapChangeNotificationBrief) {
+                    ConfigPush::Brief
+                } else if response.has(HelloFeature::ClustermapChangeNotification) {
+                    ConfigPush::Full
+                } else {
+                    ConfigPush::Off
+                };
+                self.negotiated.dedupe_not_my_vbucket =
+                    response.has(HelloFeature::DedupeNotMyVbucketClustermap);
                 self.negotiated.features = response.features;
                 self.after_hello(config, out)
             }

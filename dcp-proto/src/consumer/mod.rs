@@ -60,6 +60,7 @@ mod error;
 mod event;
 mod handshake;
 mod outbox;
+mod server_request;
 mod stats;
 mod stream;
 
@@ -69,7 +70,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 pub use collections::{CollectionsChange, ManifestView, StreamFilter};
-pub use config::{ConsumerConfig, ControlSetting, RollbackMode, SnappyMode};
+pub use config::{ConfigPush, ConsumerConfig, ControlSetting, RollbackMode, SnappyMode};
 pub use error::{CommandError, ConsumerError, HandshakeStep, ProtocolError};
 pub use event::{Credit, Event};
 pub use handshake::Negotiated;
@@ -127,6 +128,10 @@ pub struct Consumer {
     last_rx: Instant,
     rx_len_seen: usize,
     stats: ConnectionStats,
+    /// The newest cluster-config version seen on this connection.
+    config_seen: Option<crate::msg::client::KnownVersion>,
+    /// The version a brief notification announced and a fetch is under way for.
+    config_fetch: Option<crate::msg::client::KnownVersion>,
 }
 
 impl Consumer {
@@ -159,6 +164,8 @@ impl Consumer {
             last_rx: now,
             rx_len_seen: 0,
             stats: ConnectionStats::default(),
+            config_seen: None,
+            config_fetch: None,
         })
     }
 
@@ -781,6 +788,7 @@ impl Consumer {
             }
             Pending::ClusterConfig => {
                 let response = GetClusterConfigResponse::decode(frame)?;
+                self.on_config_answer(response.status, &response.config);
                 self.events.push_back(Event::ClusterConfig {
                     status: response.status,
                     config: response.config,
@@ -1028,6 +1036,10 @@ impl Consumer {
     }
 
     fn on_request(&mut self, frame: Frame, now: Instant) -> Result<(), ConsumerError> {
+        if frame.magic() == crate::codec::Magic::ServerRequest {
+            self.on_server_request(&frame);
+            return Ok(());
+        }
         if frame.opcode() == Opcode::DcpNoop {
             // Answered at once, outside flow control and back-pressure; noops
             // may start as soon as enable_noop is accepted, mid-handshake.

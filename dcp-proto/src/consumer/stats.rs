@@ -22,6 +22,10 @@ pub struct ConnectionStats {
     pub noops_answered: u64,
     /// Streams currently open.
     pub streams_open: usize,
+    /// Cluster-map change notifications received (server requests).
+    pub config_notifications: u64,
+    /// Server requests ignored (unknown opcode or malformed).
+    pub server_requests_ignored: u64,
 }
 
 /// Per-stream counters.

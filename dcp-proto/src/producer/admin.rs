@@ -35,6 +35,19 @@
 //! | `flush_collection` | `{"scope":"inventory","collection":"hotels"}` | `{"uid":"<hex>","id":"<hex>"}` |
 //! | `get_manifest` | `{}` | the manifest JSON |
 //!
+//! On a node of a [`LocalCluster`](super::LocalCluster), cluster-level
+//! commands are held by the node and carried out by the cluster (see
+//! [`LocalCluster::run_admin_requests`](super::LocalCluster::run_admin_requests));
+//! a lone node answers them EINVAL:
+//!
+//! | key | arguments | result |
+//! |---|---|---|
+//! | `rebalance` | `{"moves":[[vb,node],...]}` (none: even out) | the map |
+//! | `failover_node` | `{"node":1,"lose_last":0}` | `{"promoted":N,...}` and the map |
+//! | `add_node` | `{}` | `{"node":3,...}` and the map |
+//! | `remove_node` | `{"node":1}` | the map |
+//! | `cluster_map` | `{}` | `{"rev":R,"nodes":[{"node":0,"port":P,"state":"member","active":N},...]}` |
+//!
 //! [`AdminCommand`] builds these frames.
 
 use bytes::{Bytes, BytesMut};
@@ -179,6 +192,45 @@ pub enum AdminCommand {
     },
     /// The collections manifest ([`Manifest::to_json`](crate::bucket::Manifest::to_json)).
     GetManifest,
+    /// Cluster: [`LocalCluster::rebalance`](super::LocalCluster::rebalance)
+    /// these moves, or [`rebalance_evenly`](super::LocalCluster::rebalance_evenly)
+    /// when there are none.
+    Rebalance {
+        /// `(vbucket, node)` pairs.
+        #[serde(default)]
+        moves: Vec<(u16, usize)>,
+    },
+    /// Cluster: [`LocalCluster::failover_losing`](super::LocalCluster::failover_losing).
+    FailoverNode {
+        /// The node that crashes.
+        node: usize,
+        /// Seqnos the promoted replicas lack.
+        #[serde(default)]
+        lose_last: u64,
+    },
+    /// Cluster: [`LocalCluster::add_node`](super::LocalCluster::add_node).
+    AddNode,
+    /// Cluster: [`LocalCluster::remove_node`](super::LocalCluster::remove_node).
+    RemoveNode {
+        /// The node that leaves.
+        node: usize,
+    },
+    /// Cluster: the config revision and each node's state.
+    ClusterMap,
+}
+
+/// A cluster-level admin command a node received, waiting for its
+/// [`LocalCluster`](super::LocalCluster) to carry it out; the requesting
+/// connection gets the answer then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClusterAdminRequest {
+    /// The connection that sent it.
+    pub conn: super::ConnectionId,
+    /// Its opaque.
+    pub opaque: u32,
+    /// The command.
+    pub command: AdminCommand,
 }
 
 impl AdminCommand {
@@ -204,7 +256,25 @@ impl AdminCommand {
             AdminCommand::DropCollection { .. } => "drop_collection",
             AdminCommand::FlushCollection { .. } => "flush_collection",
             AdminCommand::GetManifest => "get_manifest",
+            AdminCommand::Rebalance { .. } => "rebalance",
+            AdminCommand::FailoverNode { .. } => "failover_node",
+            AdminCommand::AddNode => "add_node",
+            AdminCommand::RemoveNode { .. } => "remove_node",
+            AdminCommand::ClusterMap => "cluster_map",
         }
+    }
+
+    /// Whether the command changes (or reads) a cluster's topology rather
+    /// than one node.
+    pub fn is_cluster(&self) -> bool {
+        matches!(
+            self,
+            AdminCommand::Rebalance { .. }
+                | AdminCommand::FailoverNode { .. }
+                | AdminCommand::AddNode
+                | AdminCommand::RemoveNode { .. }
+                | AdminCommand::ClusterMap
+        )
     }
 
     /// Appends the request frame to `buf`.
@@ -373,7 +443,34 @@ fn run(command: AdminCommand, ctx: &mut Ctx<'_>) -> Result<serde_json::Value, Bu
         | AdminCommand::GetManifest) => {
             super::collections::run_admin(command, bucket, ctx.wall_clock)?
         }
+        AdminCommand::Rebalance { .. }
+        | AdminCommand::FailoverNode { .. }
+        | AdminCommand::AddNode
+        | AdminCommand::RemoveNode { .. }
+        | AdminCommand::ClusterMap => {
+            return Err(BucketError::Invalid(
+                "a cluster command: this node is not part of a local cluster",
+            ));
+        }
     })
+}
+
+/// Queues the answer to a cluster-level admin request on its connection:
+/// SUCCESS with the JSON result, or EINVAL with the error.
+pub(crate) fn answer(
+    conn: &mut Connection,
+    opaque: u32,
+    result: Result<serde_json::Value, String>,
+) -> Result<(), CloseReason> {
+    match result {
+        Ok(value) => reply(
+            conn,
+            opaque,
+            Status::Success,
+            Bytes::from(serde_json::to_vec(&value).unwrap_or_default()),
+        ),
+        Err(e) => reply(conn, opaque, Status::Einval, error_body(&e)),
+    }
 }
 
 /// The admin command.
@@ -390,6 +487,16 @@ pub(crate) fn admin(
         Ok(command) => command,
         Err(e) => return reply(conn, opaque, Status::Einval, error_body(&e)),
     };
+    if command.is_cluster() && ctx.cluster_config.is_some() {
+        // Answered once the cluster carried it out.
+        ctx.deferred
+            .push(Deferred::ClusterAdmin(ClusterAdminRequest {
+                conn: conn.id,
+                opaque,
+                command,
+            }));
+        return Ok(());
+    }
     match run(command, ctx) {
         Ok(result) => reply(
             conn,
@@ -467,6 +574,17 @@ mod tests {
                 scope: "s".to_owned(),
             },
             AdminCommand::GetManifest,
+            AdminCommand::Rebalance { moves: vec![] },
+            AdminCommand::Rebalance {
+                moves: vec![(3, 1), (4, 0)],
+            },
+            AdminCommand::FailoverNode {
+                node: 1,
+                lose_last: 2,
+            },
+            AdminCommand::AddNode,
+            AdminCommand::RemoveNode { node: 2 },
+            AdminCommand::ClusterMap,
         ] {
             let mut buf = BytesMut::new();
             command.encode(1, &mut buf).unwrap();

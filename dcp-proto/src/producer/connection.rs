@@ -18,7 +18,7 @@ use crate::msg::client::HelloFeature;
 use crate::msg::{OpenFlags, StatusResponse};
 
 /// The HELLO features this node grants, in the order it answers them.
-pub(crate) const SUPPORTED_FEATURES: [HelloFeature; 12] = [
+pub(crate) const SUPPORTED_FEATURES: [HelloFeature; 16] = [
     HelloFeature::TcpNoDelay,
     HelloFeature::MutationSeqno,
     HelloFeature::Xattr,
@@ -31,7 +31,20 @@ pub(crate) const SUPPORTED_FEATURES: [HelloFeature; 12] = [
     HelloFeature::Collections,
     HelloFeature::GetClusterConfigWithKnownVersion,
     HelloFeature::DcpSkipDeletesInInitialBackfill,
+    HelloFeature::Duplex,
+    HelloFeature::ClustermapChangeNotification,
+    HelloFeature::ClustermapChangeNotificationBrief,
+    HelloFeature::DedupeNotMyVbucketClustermap,
 ];
+
+/// Which cluster-map change notifications a connection gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum PushMode {
+    #[default]
+    None,
+    Full,
+    Brief,
+}
 
 /// What HELLO negotiated.
 #[derive(Debug, Clone, Copy, Default)]
@@ -44,6 +57,9 @@ pub(crate) struct Features {
     pub(crate) snappy: bool,
     pub(crate) mutation_seqno: bool,
     pub(crate) unordered: bool,
+    pub(crate) duplex: bool,
+    pub(crate) push: PushMode,
+    pub(crate) dedupe_nmvb: bool,
 }
 
 impl Features {
@@ -58,6 +74,10 @@ impl Features {
             HelloFeature::Snappy => self.snappy = true,
             HelloFeature::MutationSeqno => self.mutation_seqno = true,
             HelloFeature::UnorderedExecution => self.unordered = true,
+            HelloFeature::Duplex => self.duplex = true,
+            HelloFeature::ClustermapChangeNotification => self.push = PushMode::Full,
+            HelloFeature::ClustermapChangeNotificationBrief => self.push = PushMode::Brief,
+            HelloFeature::DedupeNotMyVbucketClustermap => self.dedupe_nmvb = true,
             _ => {}
         }
     }
@@ -127,6 +147,11 @@ pub(crate) struct Connection {
     pub(crate) stalled: bool,
     /// Nothing at all sent (fault injection).
     pub(crate) frozen: bool,
+    /// The newest config version sent on this connection (pushed, or in a
+    /// GET_CLUSTER_CONFIG or NOT_MY_VBUCKET reply).
+    pub(crate) config_sent: Option<crate::msg::client::KnownVersion>,
+    /// The newest config version announced by a brief notification.
+    pub(crate) config_announced: Option<crate::msg::client::KnownVersion>,
 }
 
 impl Connection {
@@ -145,6 +170,8 @@ impl Connection {
             closed: None,
             stalled: false,
             frozen: false,
+            config_sent: None,
+            config_announced: None,
         }
     }
 

@@ -31,6 +31,8 @@ pub(crate) enum Deferred {
         prepared_seqno: u64,
         waiter: super::durable_kv::SyncWaiter,
     },
+    /// Admin: a cluster-level command for the node's cluster.
+    ClusterAdmin(super::admin::ClusterAdminRequest),
 }
 
 /// Node state lent to a request handler.
@@ -48,6 +50,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) now: Instant,
     /// The cluster-wide config JSON served instead of the node's own.
     pub(crate) cluster_config: Option<&'a [u8]>,
+    /// The revision of the config served (shared or the node's own).
+    pub(crate) config_rev: i64,
     /// `now` as wall-clock time (for CAS values, TTLs, delete times).
     pub(crate) wall_clock: SystemTime,
 }

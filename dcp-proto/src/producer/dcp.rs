@@ -139,6 +139,10 @@ pub(crate) fn stream_request(
             StreamRequestResponse::accepted(req.opaque, log)
         }
         Decision::Rollback(seqno) => StreamRequestResponse::rollback(req.opaque, seqno),
+        Decision::Reject(Status::NotMyVbucket, _) => {
+            let body = super::cluster_config::not_my_vbucket_body(conn, ctx);
+            StreamRequestResponse::failed(req.opaque, Status::NotMyVbucket, body)
+        }
         Decision::Reject(status, body) => StreamRequestResponse::failed(req.opaque, status, body),
     };
     conn.respond(response.status, |buf| response.encode(buf))

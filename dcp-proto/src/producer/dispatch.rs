@@ -41,6 +41,11 @@ pub(crate) fn handle_frame(
     ctx: &mut Ctx<'_>,
     config_rev: i64,
 ) -> Result<(), CloseReason> {
+    if frame.magic() == crate::codec::Magic::ServerResponse {
+        // A client's answer to a server request (e.g. a cluster-map
+        // notification, which expects none): ignored, as the server does.
+        return Ok(());
+    }
     if frame.is_response() {
         return dcp::client_response(conn, frame);
     }

@@ -14,12 +14,18 @@ use crate::msg::client::{
 /// HELLO: grants the requested features this node supports, in the
 /// client's order, each once; a new HELLO replaces the previous set.
 pub(crate) fn hello(conn: &mut Connection, req: &Hello) -> Result<(), CloseReason> {
+    if !super::cluster_config::hello_push_valid(&req.features) {
+        // Cluster-map notifications without Duplex: the server refuses the
+        // whole HELLO.
+        return conn.status(Opcode::Hello, Status::Einval, req.opaque);
+    }
     let mut granted: Vec<HelloFeature> = Vec::new();
     for feature in &req.features {
         if SUPPORTED_FEATURES.contains(feature) && !granted.contains(feature) {
             granted.push(*feature);
         }
     }
+    super::cluster_config::brief_wins(&mut granted);
     let mut features = Features::default();
     for feature in &granted {
         features.grant(*feature);

@@ -14,6 +14,13 @@
 //!
 //! [`LocalCluster`] runs several nodes as one cluster: a shared vbucket map
 //! and config, replication, rebalance, failover, nodes added and removed.
+//! As a real cluster's nodes do, each pushes every new config to the
+//! connections that asked in HELLO (Duplex with ClustermapChangeNotification,
+//! full or brief), and answers a stream request for a vbucket it does not
+//! own NOT_MY_VBUCKET with its config (omitted under
+//! DedupeNotMyVbucketClustermap when the connection already has it).
+//! Cluster-level [`AdminCommand`]s sent to any node are carried out by the
+//! cluster ([`LocalCluster::run_admin_requests`]).
 //!
 //! # Driving contract
 //!
@@ -221,7 +228,7 @@ mod sync_write;
 mod transmit;
 mod users;
 
-pub use admin::{ADMIN_OPCODE, AdminCommand};
+pub use admin::{ADMIN_OPCODE, AdminCommand, ClusterAdminRequest};
 pub use config::NodeConfig;
 pub use error::{CloseReason, ConnectionId, ProducerError};
 pub use local_cluster::{ClusterError, LocalCluster, NodeId};

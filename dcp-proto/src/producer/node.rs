@@ -38,6 +38,8 @@ pub struct Node {
     clock_anchor: Option<Instant>,
     /// Clients waiting for sync writes: (vbucket, prepared seqno).
     sync_waiters: HashMap<(u16, u64), SyncWaiter>,
+    /// Cluster-level admin commands waiting for the cluster.
+    admin_requests: Vec<super::ClusterAdminRequest>,
 }
 
 impl Node {
@@ -62,6 +64,7 @@ impl Node {
             wakeups: BTreeSet::new(),
             clock_anchor: None,
             sync_waiters: HashMap::new(),
+            admin_requests: Vec::new(),
             config,
         }
     }
@@ -175,11 +178,12 @@ impl Node {
                 .cluster_config
                 .as_ref()
                 .map(|(_, json)| json.as_slice()),
+            config_rev: self
+                .cluster_config
+                .as_ref()
+                .map_or(self.config_rev, |c| c.0),
         };
-        let config_rev = self
-            .cluster_config
-            .as_ref()
-            .map_or(self.config_rev, |c| c.0);
+        let config_rev = ctx.config_rev;
         let mut outcome = Ok(());
         while conn.out.len() < ctx.config.max_pending_output {
             match conn.decoder.decode(rx) {
@@ -302,8 +306,64 @@ impl Node {
     /// Serves `json` (a bucket config at revision `rev`, e.g. one shared by
     /// every node of a [`LocalCluster`](super::LocalCluster)) from
     /// GET_CLUSTER_CONFIG instead of the node's own one-node config.
+    ///
+    /// Connections that negotiated cluster-map change notifications (HELLO
+    /// Duplex with ClustermapChangeNotification or its brief form) and
+    /// selected the bucket get the new config pushed (or, brief, its
+    /// version) when `rev` is newer than what they were sent.
     pub fn set_cluster_config(&mut self, rev: i64, json: Vec<u8>) {
+        let newer = self
+            .cluster_config
+            .as_ref()
+            .is_none_or(|(old, _)| *old < rev);
         self.cluster_config = Some((rev, json));
+        if newer {
+            self.push_cluster_config();
+        }
+    }
+
+    /// Queues the config in force (the shared cluster config, else the
+    /// node's own) on every connection that asked for notifications and has
+    /// not seen it; returns how many got it.
+    pub fn push_cluster_config(&mut self) -> usize {
+        let (rev, json) = match &self.cluster_config {
+            Some((rev, json)) => (*rev, json.clone()),
+            None => (
+                self.config_rev,
+                super::cluster_config::own_config_json(&self.config, &self.bucket, self.config_rev),
+            ),
+        };
+        let bucket = self.bucket.name().to_owned();
+        let mut pushed = 0;
+        for conn in self.conns.values_mut() {
+            if super::cluster_config::push(conn, &bucket, rev, &json) {
+                self.wakeups.insert(conn.id);
+                pushed += 1;
+            }
+        }
+        pushed
+    }
+
+    /// Cluster-level admin commands received since the last call (see
+    /// [`LocalCluster::run_admin_requests`](super::LocalCluster::run_admin_requests)).
+    pub fn take_admin_requests(&mut self) -> Vec<super::ClusterAdminRequest> {
+        core::mem::take(&mut self.admin_requests)
+    }
+
+    /// Answers a cluster-level admin request on its connection (SUCCESS
+    /// with the JSON result, or EINVAL with the error); the connection
+    /// is woken. A connection gone meanwhile is skipped.
+    pub fn answer_admin_request(
+        &mut self,
+        request: &super::ClusterAdminRequest,
+        result: Result<serde_json::Value, String>,
+    ) {
+        let Some(conn) = self.conns.get_mut(&request.conn) else {
+            return;
+        };
+        if super::admin::answer(conn, request.opaque, result).is_ok() {
+            self.wakeups.insert(request.conn);
+        }
     }
 
     /// Installs a copy of another node's vbucket (same history, uuid and
@@ -462,6 +522,7 @@ impl Node {
             Deferred::EndStreams(vb, reason) => {
                 self.end_streams(vb, reason);
             }
+            Deferred::ClusterAdmin(request) => self.admin_requests.push(request),
             Deferred::Drop(name) => {
                 if let Some(id) = by_name(self, &name) {
                     self.close(id, CloseReason::Dropped);
@@ -482,6 +543,15 @@ impl Node {
         if !self.bucket.has_news() {
             return;
         }
+        let rev = self.config_rev;
+        self.sync_events();
+        if self.config_rev != rev && self.cluster_config.is_none() {
+            // A lone node's own config changed (a vbucket changed state).
+            self.push_cluster_config();
+        }
+    }
+
+    fn sync_events(&mut self) {
         for event in self.bucket.take_events() {
             match event {
                 BucketEvent::StateChanged { vbucket, .. } => {

@@ -26,7 +26,7 @@ pub use vbuckets::VbucketStatus;
 use self::nodes::NodeSlot;
 use self::settings::backoff;
 use self::vbuckets::{Stream, VbSlot};
-use super::{ClusterConfig, NodeAddress};
+use super::{ClusterConfig, Network, NodeAddress};
 use crate::consumer::Event;
 use crate::session::{Checkpoint, StreamPosition};
 
@@ -71,6 +71,9 @@ pub struct ClusterOrchestrator {
     actions: VecDeque<Action>,
     refresh: Refresh,
     finished: bool,
+    /// The network in use, once decided (from the first config's source
+    /// when the settings say `Auto`).
+    network: Option<Network>,
 }
 
 impl ClusterOrchestrator {
@@ -87,6 +90,7 @@ impl ClusterOrchestrator {
             actions: VecDeque::new(),
             refresh: Refresh::default(),
             finished: false,
+            network: None,
         }
     }
 
@@ -199,6 +203,7 @@ impl ClusterOrchestrator {
         now: Instant,
     ) -> Result<ConfigOutcome, ConfigRejected> {
         let config = ClusterConfig::parse(json, source_host)?;
+        let config = self.adopt_network(config, Some(source_host));
         self.handle_cluster_config(config, now)
     }
 
@@ -208,6 +213,7 @@ impl ClusterOrchestrator {
         config: ClusterConfig,
         now: Instant,
     ) -> Result<ConfigOutcome, ConfigRejected> {
+        let config = self.adopt_network(config, None);
         if let Some(current) = &self.config {
             let other_name = !current.name().is_empty()
                 && !config.name().is_empty()
@@ -343,7 +349,12 @@ impl ClusterOrchestrator {
                 slot.opened(failover_log);
             }
             Event::Rollback { seqno, .. } => slot.rollback(*seqno),
-            Event::StreamFailed { status, .. } => {
+            Event::StreamFailed { status, body, .. } => {
+                if *status == crate::codec::Status::NotMyVbucket
+                    && self.follow_not_my_vbucket_config(vb, node, body, now)
+                {
+                    return true;
+                }
                 self.on_stream_failed(vb, *status, now);
                 self.pump(now);
             }
@@ -407,7 +418,26 @@ impl ClusterOrchestrator {
         self.refresh.wanted = true;
         self.pump(now);
     }
+    /// The network in use (`None` before the first config).
+    pub fn network(&self) -> Option<Network> {
+        self.network
+    }
+
     // ----- internals -----------------------------------------------------
+
+    /// `config` addressed on the network in use, deciding it first if
+    /// needed (`Auto` looks at `source_host`, the host the first config
+    /// came from: a seed).
+    pub(super) fn adopt_network(
+        &mut self,
+        config: ClusterConfig,
+        source_host: Option<&str>,
+    ) -> ClusterConfig {
+        let network = *self
+            .network
+            .get_or_insert_with(|| config.resolve_network(self.settings.network, source_host));
+        config.for_network(network)
+    }
 
     fn create_slots(&mut self, config: &ClusterConfig) {
         for vb in 0..config.num_vbuckets() {

@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::cluster::Network;
+
 /// Which vbuckets this process streams. Several processes can split a
 /// bucket by each taking a disjoint selection (e.g. one
 /// [`share`](Self::share) each).
@@ -105,6 +107,10 @@ pub struct OrchestratorConfig {
     pub retry_delay: Duration,
     /// Longest delay between stream attempts.
     pub max_retry_delay: Duration,
+    /// Which node addresses to connect to (connection-string option
+    /// `network`); [`Network::Auto`] decides from the host the first config
+    /// came from.
+    pub network: Network,
 }
 
 impl Default for OrchestratorConfig {
@@ -129,6 +135,7 @@ impl OrchestratorConfig {
             max_reconnect_delay: Duration::from_secs(10),
             retry_delay: Duration::from_millis(200),
             max_retry_delay: Duration::from_secs(5),
+            network: Network::Auto,
         }
     }
 
@@ -173,6 +180,12 @@ impl OrchestratorConfig {
     pub fn with_retry_backoff(mut self, first: Duration, max: Duration) -> Self {
         self.retry_delay = first;
         self.max_retry_delay = max.max(first);
+        self
+    }
+
+    /// Sets the network whose addresses are used.
+    pub fn with_network(mut self, network: Network) -> Self {
+        self.network = network;
         self
     }
 

@@ -16,6 +16,7 @@ mod hello;
 mod kv;
 mod sasl;
 mod select_bucket;
+mod server_request;
 mod stat;
 
 pub use all_vb_seqnos::{GetAllVbSeqnos, GetAllVbSeqnosResponse, VB_SEQNO_ENTRY_LEN};
@@ -29,6 +30,7 @@ pub use kv::{
 };
 pub use sasl::{SaslAuth, SaslListMechs, SaslListMechsResponse, SaslResponse, SaslStep};
 pub use select_bucket::SelectBucket;
+pub use server_request::{CLUSTERMAP_CHANGE_NOTIFICATION, ClustermapNotification};
 pub use stat::{Stat, StatResponse};
 
 /// Property tests over every consumer-side message type (client commands,

@@ -1,5 +1,6 @@
 //! [`LocalCluster`]: several data nodes serving one bucket as a cluster.
 
+mod admin;
 mod config_json;
 mod map;
 
@@ -369,6 +370,17 @@ impl LocalCluster {
     /// end of the last complete snapshot it holds; what it never received
     /// is lost). Returns the new branches.
     pub fn failover(&mut self, id: NodeId) -> Result<Vec<(u16, FailoverEntry)>, ClusterError> {
+        self.failover_losing(id, 0)
+    }
+
+    /// Like [`failover`](Self::failover), as if each promoted replica also
+    /// lacked the last `lose_last` seqnos of its copy (replication was that
+    /// far behind): consumers that saw them roll back.
+    pub fn failover_losing(
+        &mut self,
+        id: NodeId,
+        lose_last: u64,
+    ) -> Result<Vec<(u16, FailoverEntry)>, ClusterError> {
         self.leave(id)?;
         let member = self
             .members
@@ -399,7 +411,7 @@ impl LocalCluster {
                 .get_mut(promoted.0)
                 .map(|m| &mut m.node)
                 .ok_or(ClusterError::NotMember(promoted.0))?;
-            branches.push((vb, node.failover(vb, 0)?));
+            branches.push((vb, node.failover(vb, lose_last)?));
         }
         self.refill_and_sync()?;
         self.publish();

@@ -24,10 +24,27 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs `dcp admin`.
 pub(crate) async fn run(args: AdminArgs) -> Result<(), Failure> {
     let commands: Vec<AdminCommand> = match &args.action {
-        AdminAction::Failover { vbucket, lose_last } => vec![AdminCommand::Failover {
-            vb: *vbucket,
-            lose_last: *lose_last,
+        AdminAction::Failover {
+            vbucket,
+            node,
+            lose_last,
+        } => match (vbucket, node) {
+            (_, Some(node)) => vec![AdminCommand::FailoverNode {
+                node: *node,
+                lose_last: *lose_last,
+            }],
+            (Some(vb), None) => vec![AdminCommand::Failover {
+                vb: *vb,
+                lose_last: *lose_last,
+            }],
+            (None, None) => return Err(Failure("failover needs a vbucket or --node".to_owned())),
+        },
+        AdminAction::Rebalance { moves } => vec![AdminCommand::Rebalance {
+            moves: moves.clone(),
         }],
+        AdminAction::AddNode => vec![AdminCommand::AddNode],
+        AdminAction::RemoveNode { node } => vec![AdminCommand::RemoveNode { node: *node }],
+        AdminAction::Map => vec![AdminCommand::ClusterMap],
         AdminAction::Purge { vbucket, up_to } => vec![AdminCommand::Purge {
             vb: *vbucket,
             up_to: *up_to,

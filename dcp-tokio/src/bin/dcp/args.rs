@@ -281,7 +281,15 @@ Works against `dcp serve` (a Couchbase server answers UnknownCommand).
 Examples:
   dcp admin failover 5 --lose-last 3
   dcp admin stall dcp-tail:4242:1a2b3c4d   # the DCP name `dcp tail` prints
-  dcp admin set-vbucket-state 7 replica")]
+  dcp admin set-vbucket-state 7 replica
+
+Against `dcp serve --nodes N` (any node's address will do):
+  dcp admin rebalance                      # even out the active vbuckets
+  dcp admin rebalance --move 3:2 --move 4:0
+  dcp admin failover --node 1 --lose-last 2
+  dcp admin add-node                       # then: dcp admin rebalance
+  dcp admin remove-node 2
+  dcp admin map")]
 pub(crate) struct AdminArgs {
     /// Address of the `dcp serve` server
     #[arg(long, short, value_name = "ADDR", default_value = "127.0.0.1:11210")]
@@ -330,14 +338,35 @@ pub(crate) enum State {
 #[derive(Debug, Subcommand)]
 pub(crate) enum AdminAction {
     /// Fail a vbucket over: new history branch, connections streaming it
-    /// dropped (consumers behind it must roll back)
+    /// dropped (consumers behind it must roll back); with --node, crash a
+    /// node of a cluster: its replicas take over
     Failover {
         /// The vbucket
-        vbucket: u16,
+        #[arg(required_unless_present = "node", conflicts_with = "node")]
+        vbucket: Option<u16>,
+        /// Crash this node of a `dcp serve --nodes N` cluster instead
+        #[arg(long, value_name = "NODE")]
+        node: Option<usize>,
         /// Seqnos lost in the failover (not yet replicated)
         #[arg(long, value_name = "N", default_value_t = 0)]
         lose_last: u64,
     },
+    /// Cluster: move active vbuckets (none given: even them out over the
+    /// nodes)
+    Rebalance {
+        /// Move vbucket VB to node NODE
+        #[arg(long = "move", value_name = "VB:NODE", value_parser = parse_move)]
+        moves: Vec<(u16, usize)>,
+    },
+    /// Cluster: start a node on the next port (then rebalance onto it)
+    AddNode,
+    /// Cluster: rebalance a node out and remove it
+    RemoveNode {
+        /// The node
+        node: usize,
+    },
+    /// Cluster: the config revision and each node's active vbuckets
+    Map,
     /// Purge a vbucket's tombstones up to a seqno
     Purge {
         /// The vbucket
@@ -443,6 +472,12 @@ pub(crate) fn split_collection_path(path: &str) -> (String, String) {
         Some((scope, collection)) => (scope.to_owned(), collection.to_owned()),
         None => ("_default".to_owned(), path.to_owned()),
     }
+}
+
+fn parse_move(s: &str) -> Result<(u16, usize), String> {
+    s.split_once(':')
+        .and_then(|(vb, node)| Some((vb.parse().ok()?, node.parse().ok()?)))
+        .ok_or_else(|| format!("expected VB:NODE, got {s:?}"))
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {

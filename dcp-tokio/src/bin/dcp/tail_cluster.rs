@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use dcp_tokio::ClusterConnection;
 use dcp_tokio::dcp_proto::auth::Credentials;
-use dcp_tokio::dcp_proto::cluster::{InitialStart, OrchestratorConfig, VbucketSelection};
-use dcp_tokio::dcp_proto::consumer::{ConsumerConfig, Event};
+use dcp_tokio::dcp_proto::cluster::{
+    ConnectionString, InitialStart, Network, OrchestratorConfig, VbucketSelection,
+};
+use dcp_tokio::dcp_proto::consumer::{ConfigPush, ConsumerConfig, Event};
 use dcp_tokio::dcp_proto::session::Checkpoint;
 use dcp_tokio::rustls::ClientConfig;
 use tokio::time::Instant;
@@ -37,8 +39,14 @@ pub(crate) async fn run(
         .with_credentials(Credentials::new(args.user.as_str(), args.password.as_str()))
         .with_auto_ack(true)
         .with_buffer_size(args.window)
-        .with_sync_writes(args.sync_writes);
+        .with_sync_writes(args.sync_writes)
+        // Topology changes arrive as pushes (brief: the version, then the
+        // config is fetched), not only from the periodic poll.
+        .with_config_push(ConfigPush::Brief)
+        .with_dedupe_not_my_vbucket(true);
+    let network = ConnectionString::parse(address).map_or(Network::Auto, |cs| cs.network);
     let mut settings = OrchestratorConfig::new()
+        .with_network(network)
         .with_start(match args.from {
             StartFrom::Beginning => InitialStart::Beginning,
             StartFrom::Now => InitialStart::Now,
