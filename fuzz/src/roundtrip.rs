@@ -4,7 +4,7 @@
 //! variant and the key-value commands and responses, which are not
 //! `Message` variants) from an [`Unstructured`]. Each builder draws every
 //! field from the input and then applies, explicitly, what the wire cannot
-//! represent (see [`Normalisation`](self#normalisations)); the checks then
+//! represent (see [Normalisations](self#normalisations)); the checks then
 //! hold with no exception:
 //!
 //! - the message encodes to exactly one frame, which decodes (as that type)
@@ -357,7 +357,7 @@ fn error_body(u: &mut Unstructured) -> Result<Bytes> {
         0 => Bytes::new(),
         1 => {
             let context: String = u.arbitrary()?;
-            let context = serde_like_escape(&context);
+            let context = json_text(&context);
             Bytes::from(format!(r#"{{"error":{{"context":"{context}"}}}}"#))
         }
         _ => blob(u, 0, 64)?,
@@ -365,7 +365,7 @@ fn error_body(u: &mut Unstructured) -> Result<Bytes> {
 }
 
 /// Letters and spaces only, so the body stays valid JSON.
-fn serde_like_escape(s: &str) -> String {
+fn json_text(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == ' ')
         .take(24)
