@@ -119,6 +119,7 @@ fn hmac_with<D: EagerHash>(key: &[u8], parts: &[&[u8]]) -> Result<Vec<u8>, AuthE
 }
 
 /// The keys RFC 5802 derives from a salted password.
+#[derive(Clone)]
 struct Keys {
     client_key: Vec<u8>,
     stored_key: Vec<u8>,
@@ -410,6 +411,7 @@ impl fmt::Display for ScramServerError {
 // Client
 // ---------------------------------------------------------------------------
 
+#[derive(Clone)]
 enum ClientState {
     AwaitServerFirst { password: String },
     AwaitServerFinal { server_signature: Vec<u8> },
@@ -446,6 +448,7 @@ impl ClientState {
 /// client.verify_server_final(&server_final)?; // both sides are authenticated
 /// # Ok::<(), dcp_proto::auth::AuthError>(())
 /// ```
+#[derive(Clone)]
 pub struct ScramClient {
     mechanism: Mechanism,
     hash: Algo,
@@ -685,6 +688,7 @@ pub struct ClientFirst {
     pub authzid: Option<String>,
 }
 
+#[derive(Clone)]
 enum ServerState {
     AwaitClientFirst,
     AwaitCredentials {
@@ -723,6 +727,7 @@ impl ServerState {
 /// [`handle_client_final`](ScramServer::handle_client_final). Calling a step
 /// out of order is an [`AuthError::OutOfOrder`] and changes nothing; any
 /// other error ends the exchange.
+#[derive(Clone)]
 pub struct ScramServer {
     mechanism: Mechanism,
     hash: Algo,

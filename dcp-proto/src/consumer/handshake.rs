@@ -64,7 +64,7 @@ enum ControlRole {
     User,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Step {
     Hello,
     ListMechanisms,
@@ -76,7 +76,7 @@ enum Step {
 }
 
 /// The handshake in progress.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Handshake {
     step: Step,
     opaque: u32,

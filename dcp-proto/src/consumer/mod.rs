@@ -107,7 +107,7 @@ enum Pending {
 
 /// One DCP consumer connection to one node. See the [module docs](self) for
 /// the driving contract.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Consumer {
     config: ConsumerConfig,
     decoder: FrameDecoder,

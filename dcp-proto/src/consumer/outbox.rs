@@ -6,7 +6,7 @@ use crate::codec::EncodeError;
 use crate::msg::Message;
 
 /// Outgoing bytes and request opaques.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Outbox {
     tx: BytesMut,
     next_opaque: u32,

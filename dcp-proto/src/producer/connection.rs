@@ -128,7 +128,7 @@ pub(crate) fn is_legacy_status(status: Status) -> bool {
 }
 
 /// One accepted connection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Connection {
     pub(crate) id: ConnectionId,
     pub(crate) decoder: FrameDecoder,

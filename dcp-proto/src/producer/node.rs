@@ -21,7 +21,7 @@ use crate::msg::{DcpNoop, FailoverEntry, StreamEndReason, VbucketState};
 /// KV commands, STAT and a DCP producer.
 ///
 /// See the [module docs](super) for the driving contract.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Node {
     config: NodeConfig,
     bucket: Bucket,

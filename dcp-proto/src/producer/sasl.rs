@@ -9,6 +9,7 @@ use crate::codec::{Opcode, Status};
 use crate::msg::client::{SaslAuth, SaslListMechs, SaslListMechsResponse, SaslResponse, SaslStep};
 
 /// Where a connection is in a SASL exchange.
+#[derive(Clone)]
 pub(crate) enum SaslState {
     /// No exchange in progress.
     Idle,
