@@ -143,6 +143,22 @@ pub struct ConsumerConfig {
     /// A stream request answered with ROLLBACK more often than this in a row
     /// fails the stream.
     pub max_rollbacks: u32,
+    /// Consistent-snapshot delivery: `Some(max_held_bytes)` holds each
+    /// snapshot's changes until the whole snapshot has arrived and hands
+    /// them out together, followed by
+    /// [`Event::SnapshotComplete`](super::Event::SnapshotComplete), so the
+    /// application never sees a state that did not exist on the producer.
+    /// Held changes have their flow-control credit returned as they are
+    /// held (the hold, not the window, bounds them), so a snapshot larger
+    /// than the window cannot stall the stream. When the connection's held
+    /// bytes would exceed `max_held_bytes`, the largest held snapshot is let
+    /// through early ([`Event::SnapshotTooLarge`](super::Event::SnapshotTooLarge)).
+    /// `None` (the default) hands every change out as it arrives. See the
+    /// `consumer` module docs, "Consistent snapshots".
+    pub consistent_snapshots: Option<u64>,
+    /// Show document keys in log events (default off: keys are logged as
+    /// `<ud>…</ud>`-wrapped redacted placeholders). Values are never logged.
+    pub log_keys: bool,
 }
 
 impl ConsumerConfig {
@@ -178,6 +194,8 @@ impl ConsumerConfig {
             retry_delay: Duration::from_millis(100),
             max_retry_delay: Duration::from_secs(5),
             max_rollbacks: 64,
+            consistent_snapshots: None,
+            log_keys: false,
         }
     }
 
@@ -226,6 +244,20 @@ impl ConsumerConfig {
     /// Adds DCP_OPEN flags (Producer is always set).
     pub fn with_open_flags(mut self, flags: OpenFlags) -> Self {
         self.open_flags |= flags;
+        self
+    }
+
+    /// Holds each snapshot until it is complete, with at most
+    /// `max_held_bytes` held per connection (see
+    /// [`consistent_snapshots`](Self::consistent_snapshots)).
+    pub fn with_consistent_snapshots(mut self, max_held_bytes: u64) -> Self {
+        self.consistent_snapshots = Some(max_held_bytes);
+        self
+    }
+
+    /// Shows document keys in log events instead of redacting them.
+    pub fn with_log_keys(mut self, show: bool) -> Self {
+        self.log_keys = show;
         self
     }
 

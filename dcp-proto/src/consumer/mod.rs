@@ -53,8 +53,34 @@
 //! let _wake_at: Option<Instant> = consumer.poll_timeout();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Consistent snapshots
+//!
+//! By default every change is handed out as it arrives, so between two
+//! snapshot ends the application's view of a vbucket may be a state that
+//! never existed on the producer (DCP deduplicates within a snapshot). With
+//! [`ConsumerConfig::with_consistent_snapshots`] the consumer holds each
+//! snapshot's changes until its last seqno has arrived and then queues them
+//! together, followed by [`Event::SnapshotComplete`]:
+//! - a stream that ends, is closed or dies mid-snapshot never delivers the
+//!   held part; its position moves back to before the snapshot, so
+//!   [`StreamStart::Resume`] (or the checkpoint) asks for all of it again;
+//! - OSO brackets (no marker) are held from OSO start to OSO end; a stream
+//!   with an end seqno completes its last snapshot at that seqno;
+//! - held changes return their flow-control credit as they are held (a
+//!   snapshot larger than the window must still arrive), and come out with
+//!   [`Credit::NONE`]; memory is bounded by the configured byte limit
+//!   instead. When holding a change would exceed the limit, the largest
+//!   held snapshot is let through: [`Event::SnapshotTooLarge`], then what it
+//!   held, then the rest of it as it arrives, with credit, and finally its
+//!   `SnapshotComplete`;
+//! - [`checkpoint`](Consumer::checkpoint) and
+//!   [`position`](Consumer::position) never cover part of a snapshot: from
+//!   a snapshot's marker to its `SnapshotComplete` they stay where they were
+//!   before it.
 
 mod config;
+mod delivery;
 mod error;
 mod event;
 mod handshake;
@@ -71,7 +97,7 @@ pub use config::{ConsumerConfig, ControlSetting, RollbackMode, SnappyMode};
 pub use error::{CommandError, ConsumerError, HandshakeStep, ProtocolError};
 pub use event::{Credit, Event};
 pub use handshake::Negotiated;
-pub use stats::{ConnectionStats, StreamStats};
+pub use stats::{ConnectionStats, EndReasonCounts, StreamStats, StreamStatus};
 pub use stream::StreamStart;
 
 use self::handshake::{Handshake, Progress};
@@ -125,6 +151,7 @@ pub struct Consumer {
     last_rx: Instant,
     rx_len_seen: usize,
     stats: ConnectionStats,
+    delivery: delivery::DeliveryTotals,
 }
 
 impl Consumer {
@@ -157,6 +184,7 @@ impl Consumer {
             last_rx: now,
             rx_len_seen: 0,
             stats: ConnectionStats::default(),
+            delivery: delivery::DeliveryTotals::default(),
         })
     }
 
@@ -188,18 +216,25 @@ impl Consumer {
     }
 
     /// Every stream's position as of the events handed out so far: persist
-    /// it with the data those events produced, and resume from it.
+    /// it with the data those events produced, and resume from it. With
+    /// [consistent snapshots](ConsumerConfig::consistent_snapshots) it
+    /// covers only complete snapshots.
     pub fn checkpoint(&self) -> Checkpoint {
         let mut checkpoint = Checkpoint::new();
         for (vb, state) in &self.vbuckets {
-            checkpoint.vbuckets.insert(*vb, state.delivered.position());
+            checkpoint
+                .vbuckets
+                .insert(*vb, delivery::checkpoint_position(state));
         }
         checkpoint
     }
 
-    /// One stream's position as of the events handed out so far.
+    /// One stream's position as of the events handed out so far (see
+    /// [`checkpoint`](Self::checkpoint)).
     pub fn position(&self, vbucket: u16) -> Option<StreamPosition> {
-        self.vbuckets.get(&vbucket).map(|v| v.delivered.position())
+        self.vbuckets
+            .get(&vbucket)
+            .map(|v| delivery::checkpoint_position(v))
     }
 
     /// Connection counters.
@@ -214,6 +249,15 @@ impl Consumer {
             .values()
             .filter(|v| v.stream.as_ref().is_some_and(|s| s.is_open()))
             .count();
+        for v in self.vbuckets.values() {
+            stats.items += v.stats.items;
+            stats.rollbacks += v.stats.rollbacks;
+        }
+        stats.held_bytes = self.delivery.held_bytes;
+        stats.snapshots_completed = self.delivery.released;
+        stats.snapshots_discarded = self.delivery.discarded;
+        stats.snapshots_too_large = self.delivery.too_large;
+        stats.connections = 1;
         stats
     }
 
@@ -258,6 +302,7 @@ impl Consumer {
         if let Some(vb) = event.vbucket()
             && let Some(state) = self.vbuckets.get_mut(&vb)
         {
+            delivery::before_deliver(state, &event);
             stream::deliver(&mut state.delivered, &event);
         }
         if self.config.auto_ack {
@@ -325,6 +370,7 @@ impl Consumer {
     fn read_frames(&mut self, rx: &mut BytesMut, now: Instant) -> Result<(), ConsumerError> {
         while let Some(frame) = self.decoder.decode(rx)? {
             self.last_rx = now;
+            self.stats.last_message_at = Some(now);
             self.stats.frames_received += 1;
             self.stats.bytes_received += frame.wire_len() as u64;
             if frame.is_response() {
@@ -555,6 +601,30 @@ impl Consumer {
         Ok(())
     }
 
+    /// Asks the node for every active vbucket's high seqno
+    /// (GET_ALL_VB_SEQNOS), to refresh [`StreamStats::high_seqno`] and
+    /// [`StreamStats::lag`]; nothing is sent if such a request is already in
+    /// flight. No event follows.
+    pub fn request_high_seqnos(&mut self) -> Result<(), CommandError> {
+        if !self.is_ready() {
+            return Err(CommandError::Closed);
+        }
+        if self.high_seqnos_in_flight {
+            return Ok(());
+        }
+        let opaque = self
+            .out
+            .send(GetAllVbSeqnos {
+                opaque: 0,
+                state: Some(1),
+                collection_id: None,
+            })
+            .map_err(|_| CommandError::Closed)?;
+        self.pending.insert(opaque, Pending::HighSeqnos);
+        self.high_seqnos_in_flight = true;
+        Ok(())
+    }
+
     /// Closes the connection: nothing more is sent or processed. Queued
     /// events can still be polled.
     pub fn close(&mut self) {
@@ -577,6 +647,7 @@ impl Consumer {
                 .is_ok()
             {
                 self.stats.buffer_acks_sent += 1;
+                self.stats.last_ack_at = Some(now);
             }
         }
     }
@@ -856,6 +927,7 @@ impl Consumer {
         state.stream = None;
         self.streams_by_opaque.remove(&opaque);
         self.retired.retire(opaque, Retired::Closed);
+        self.end_snapshot(vbucket, false);
         self.events.push_back(Event::StreamEnded {
             vbucket,
             reason: StreamEndReason::Closed,
@@ -900,6 +972,13 @@ impl Consumer {
     }
 
     fn on_high_seqnos(&mut self, response: GetAllVbSeqnosResponse) -> Result<(), ConsumerError> {
+        if response.status.is_success() {
+            for (vb, seqno) in &response.entries {
+                if let Some(state) = self.vbuckets.get_mut(vb) {
+                    state.stats.high_seqno = state.stats.high_seqno.max(Some(*seqno));
+                }
+            }
+        }
         let resolving: Vec<u16> = self
             .vbuckets
             .iter()
@@ -1027,13 +1106,24 @@ impl Consumer {
         let Some(state) = self.vbuckets.get_mut(&vbucket) else {
             return Ok(());
         };
+        delivery::before_receive(state, &message, self.config.consistent_snapshots.is_some());
         let outcome = stream::receive(state, message, Credit(credit), &mut self.out)
             .map_err(|violation| ConsumerError::Violation { vbucket, violation })?;
         match outcome {
-            stream::Received::Event(event) => self.events.push_back(event),
+            stream::Received::Event(event) => self.route_stream_event(vbucket, event, now),
             stream::Received::Dropped => self.release_now(credit, now),
             stream::Received::Ended(event) => {
-                state.stream = None;
+                let reached_end = matches!(
+                    event,
+                    Event::StreamEnded {
+                        reason: StreamEndReason::Ok,
+                        ..
+                    }
+                );
+                self.end_snapshot(vbucket, reached_end);
+                if let Some(state) = self.vbuckets.get_mut(&vbucket) {
+                    state.stream = None;
+                }
                 self.streams_by_opaque.remove(&opaque);
                 self.retired.retire(opaque, Retired::Ended);
                 self.events.push_back(event);
