@@ -11,7 +11,7 @@ use async_net::{AsyncToSocketAddrs, TcpStream};
 use bytes::{Buf, BytesMut};
 use dcp_proto::consumer::{
     ConnectionStats, Consumer, ConsumerConfig, ConsumerError, Credit, Event, Negotiated,
-    StreamStart,
+    StreamStart, StreamStats,
 };
 use dcp_proto::session::Checkpoint;
 use futures_io::{AsyncRead, AsyncWrite};
@@ -108,6 +108,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Connection counters.
     pub fn stats(&self) -> ConnectionStats {
         self.consumer.stats()
+    }
+
+    /// A stream's counters.
+    pub fn stream_stats(&self, vbucket: u16) -> Option<StreamStats> {
+        self.consumer.stream_stats(vbucket)
     }
 
     /// The sans-IO consumer, for its other getters.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use dcp_proto::consumer::{
     ConnectionStats, Consumer, ConsumerConfig, ConsumerError, Credit, Event, Negotiated,
-    StreamStart,
+    StreamStart, StreamStats,
 };
 use dcp_proto::session::Checkpoint;
 
@@ -97,6 +97,11 @@ impl Connection {
     /// Connection counters.
     pub fn stats(&self) -> ConnectionStats {
         self.consumer.stats()
+    }
+
+    /// A stream's counters.
+    pub fn stream_stats(&self, vbucket: u16) -> Option<StreamStats> {
+        self.consumer.stream_stats(vbucket)
     }
 
     /// The sans-IO consumer, for its other getters.

@@ -266,6 +266,12 @@ impl Consumer {
         self.vbuckets.get(&vbucket).map(|v| v.stats())
     }
 
+    /// Every vbucket's stream counters (vbuckets this connection streamed
+    /// or streams), in vbucket order.
+    pub fn all_stream_stats(&self) -> impl Iterator<Item = (u16, StreamStats)> + '_ {
+        self.vbuckets.iter().map(|(vb, v)| (*vb, v.stats()))
+    }
+
     /// Whether a stream for `vbucket` is open or being opened.
     pub fn has_stream(&self, vbucket: u16) -> bool {
         self.vbuckets

@@ -195,9 +195,17 @@ pub(crate) struct TailArgs {
     #[arg(long, value_name = "N")]
     pub(crate) limit: Option<u64>,
 
-    /// Print the connection's and streams' counters at exit
-    #[arg(long)]
-    pub(crate) stats: bool,
+    /// Print the connection's and streams' counters to stderr every SECS
+    /// seconds (10 if not given; 0: only at exit) and a summary at exit;
+    /// with --json, also as {"type":"stats"} records on stdout
+    #[arg(
+        long,
+        value_name = "SECS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "10"
+    )]
+    pub(crate) stats: Option<u64>,
 
     /// DCP connection name (unique per connection; `dcp admin` uses it)
     #[arg(long, value_name = "NAME")]

@@ -9,6 +9,7 @@ mod load;
 mod output;
 mod serve;
 mod serve_cluster;
+mod stats_report;
 mod tail;
 mod tail_cluster;
 

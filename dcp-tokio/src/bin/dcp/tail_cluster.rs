@@ -7,12 +7,14 @@ use std::time::Duration;
 use dcp_tokio::ClusterConnection;
 use dcp_tokio::dcp_proto::auth::Credentials;
 use dcp_tokio::dcp_proto::cluster::{InitialStart, OrchestratorConfig, VbucketSelection};
-use dcp_tokio::dcp_proto::consumer::{ConsumerConfig, Event};
+use dcp_tokio::dcp_proto::consumer::{ConnectionStats, ConsumerConfig, Event, StreamStats};
 use dcp_tokio::dcp_proto::session::Checkpoint;
 use tokio::time::Instant;
 
 use crate::args::{StartFrom, TailArgs, parse_vbuckets};
 use crate::output::{bytes, change_size, json_line, thousands};
+use crate::stats_report::{self, StatsReporter};
+use crate::tail::write_record;
 use crate::{Failure, checkpoint_file};
 
 const TICK: Duration = Duration::from_secs(1);
@@ -62,6 +64,7 @@ pub(crate) async fn run(args: TailArgs, address: &str, name: String) -> Result<(
     let stop = crate::tail::stop_signal();
     tokio::pin!(stop);
     let (mut items, mut item_bytes, mut rollbacks) = (0u64, 0u64, 0u64);
+    let mut reporter = StatsReporter::new(args.stats);
     let mut failure = None;
     loop {
         if args.limit.is_some_and(|limit| items >= limit) {
@@ -80,6 +83,13 @@ pub(crate) async fn run(args: TailArgs, address: &str, name: String) -> Result<(
                         bytes(item_bytes),
                         if stderr_is_terminal { "" } else { "\n" },
                     );
+                }
+                if reporter.due(std::time::Instant::now()) {
+                    let (c, streams) = stats_of(&conn);
+                    eprintln!("{}{}", if show_progress && stderr_is_terminal { "\r\x1b[2K" } else { "" }, reporter.line(&c, &streams));
+                    if args.json && write_record(&mut out, &stats_report::record(&c, &streams, false)).is_err() {
+                        break;
+                    }
                 }
                 if out.flush().is_err() {
                     break;
@@ -114,6 +124,13 @@ pub(crate) async fn run(args: TailArgs, address: &str, name: String) -> Result<(
             },
         }
     }
+    if args.stats.is_some() {
+        let (c, streams) = stats_of(&conn);
+        if args.json {
+            let _ = write_record(&mut out, &stats_report::record(&c, &streams, true));
+        }
+        eprint!("{}", stats_report::summary(&c, &streams));
+    }
     let flushed = out.flush().is_ok();
     if show_progress && stderr_is_terminal {
         eprint!("\r\x1b[2K");
@@ -145,4 +162,14 @@ fn save(saved: &mut Checkpoint, conn: &ClusterConnection, path: &Path) -> Result
         return Ok(());
     }
     checkpoint_file::save(path, saved)
+}
+
+/// The cluster's counters added up, and each selected vbucket's.
+fn stats_of(conn: &ClusterConnection) -> (ConnectionStats, Vec<(u16, StreamStats)>) {
+    let streams = conn
+        .orchestrator()
+        .vbuckets()
+        .filter_map(|vb| conn.stream_stats(vb).map(|s| (vb, s)))
+        .collect();
+    (conn.stats(), streams)
 }
