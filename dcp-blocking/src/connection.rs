@@ -33,6 +33,9 @@ pub struct Connection {
     /// Writing failed: the peer is gone. What it sent before is still read
     /// (and its end reported) before the connection counts as closed.
     write_failed: bool,
+    /// `dcp.connection` (name, peer), entered while the connection is
+    /// driven.
+    span: tracing::Span,
 }
 
 /// What the driving loop should do next.
@@ -64,6 +67,12 @@ impl Connection {
     /// connection is ready for streams.
     pub fn handshake(stream: TcpStream, config: ConsumerConfig) -> Result<Self, Error> {
         stream.set_nodelay(true)?;
+        let span = tracing::info_span!(
+            "dcp.connection",
+            name = %config.connection_name,
+            peer = ?stream.peer_addr().ok(),
+        );
+        tracing::debug!(parent: &span, "connected; handshake starts");
         let consumer = Consumer::new(config, sasl_nonce()?, Instant::now())?;
         let mut conn = Self {
             stream,
@@ -71,6 +80,7 @@ impl Connection {
             rx: BytesMut::with_capacity(READ_CHUNK),
             tx: BytesMut::new(),
             write_failed: false,
+            span,
         };
         while !conn.consumer.is_ready() {
             // Before ready the only event is `Ready` itself: no stream exists.
@@ -195,6 +205,7 @@ impl Connection {
     /// One pass of the driving contract: send, hand out an event, else
     /// wait for bytes or a deadline and feed them in.
     fn drive(&mut self, until: Option<Instant>) -> Result<Option<Event>, Error> {
+        let _entered = self.span.clone().entered();
         loop {
             self.consumer.poll_transmit(&mut self.tx);
             if self.write_failed {

@@ -311,10 +311,15 @@ impl ClusterConnection {
         match what {
             Reported::Connected => {
                 self.connects += 1;
-                self.nodes_seen.insert(node.clone());
+                if self.nodes_seen.insert(node.clone()) {
+                    tracing::info!(node = ?node, "node connected");
+                } else {
+                    tracing::info!(node = ?node, "node reconnected");
+                }
                 self.orchestrator.handle_node_connected(&node, at);
             }
             Reported::Lost => {
+                tracing::warn!(node = ?node, "node connection lost");
                 self.retire_link(&node);
                 self.orchestrator.handle_node_lost(&node, at);
             }
@@ -335,13 +340,17 @@ impl ClusterConnection {
                     self.generation += 1;
                     let (commands, rx) = mpsc::unbounded_channel();
                     let stats = StatsSlot::default();
-                    let task = tokio::spawn(node_task(
-                        kv.address.clone(),
-                        self.generation,
-                        self.config.clone(),
-                        rx,
-                        self.sender.clone(),
-                        stats.clone(),
+                    let span = tracing::info_span!("dcp.node", node = ?kv.address);
+                    let task = tokio::spawn(tracing::Instrument::instrument(
+                        node_task(
+                            kv.address.clone(),
+                            self.generation,
+                            self.config.clone(),
+                            rx,
+                            self.sender.clone(),
+                            stats.clone(),
+                        ),
+                        span,
                     ));
                     self.retire_link(&kv.address);
                     self.links.insert(

@@ -275,6 +275,13 @@ impl Consumer {
         let held_bytes = std::mem::take(&mut c.held_bytes);
         self.delivery.held_bytes = self.delivery.held_bytes.saturating_sub(held_bytes);
         self.delivery.too_large += 1;
+        tracing::warn!(
+            vb,
+            start,
+            end,
+            held_bytes,
+            "consistent delivery: snapshot exceeds the hold limit, passing it through"
+        );
         self.events.push_back(Event::SnapshotTooLarge {
             vbucket: vb,
             start,
@@ -332,6 +339,13 @@ impl Consumer {
         self.delivery.held_bytes = self.delivery.held_bytes.saturating_sub(c.held_bytes);
         c.held_bytes = 0;
         self.delivery.released += 1;
+        tracing::trace!(
+            vb = vbucket,
+            start,
+            end,
+            events = c.held.len(),
+            "consistent delivery: snapshot complete"
+        );
         self.events.extend(c.held.drain(..));
         if c.held.capacity() > 64 {
             c.held.shrink_to(0);
@@ -368,6 +382,12 @@ impl Consumer {
         }
         self.delivery.held_bytes = self.delivery.held_bytes.saturating_sub(c.held_bytes);
         self.delivery.discarded += 1;
+        tracing::debug!(
+            vb = vbucket,
+            held_events = c.held.len(),
+            held_bytes = c.held_bytes,
+            "consistent delivery: stream ended mid-snapshot, held part discarded"
+        );
         c.held_bytes = 0;
         c.held = Vec::new();
         if let Some(before) = c.before_marker.take() {

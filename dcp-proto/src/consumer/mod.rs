@@ -152,6 +152,7 @@ pub struct Consumer {
     rx_len_seen: usize,
     stats: ConnectionStats,
     delivery: delivery::DeliveryTotals,
+    flow_stalled: bool,
 }
 
 impl Consumer {
@@ -185,6 +186,7 @@ impl Consumer {
             rx_len_seen: 0,
             stats: ConnectionStats::default(),
             delivery: delivery::DeliveryTotals::default(),
+            flow_stalled: false,
         })
     }
 
@@ -364,6 +366,7 @@ impl Consumer {
         }
         let result = self.read_frames(rx, now);
         self.rx_len_seen = rx.len();
+        self.note_flow_stall();
         match result {
             Ok(()) => {
                 self.flush_acks(now);
@@ -425,11 +428,21 @@ impl Consumer {
     /// The producer closed the connection.
     pub fn handle_eof(&mut self) {
         if self.error.is_none() {
+            tracing::info!("connection closed by the producer");
             self.error = Some(ConsumerError::ClosedByPeer);
         }
     }
 
     fn fail(&mut self, err: ConsumerError) -> ConsumerError {
+        if self.error.is_none() {
+            match &err {
+                ConsumerError::Closed => tracing::debug!("connection closed by the application"),
+                ConsumerError::DeadConnection(silence) => {
+                    tracing::warn!(?silence, "dead connection: nothing received")
+                }
+                other => tracing::warn!(error = %other, "connection failed"),
+            }
+        }
         self.error.get_or_insert(err).clone()
     }
 
@@ -567,6 +580,7 @@ impl Consumer {
         if credit.bytes() > 0 && self.error.is_none() {
             self.flow.release(credit.bytes(), now);
             self.flush_acks(now);
+            self.note_flow_stall();
         }
     }
 
@@ -658,6 +672,25 @@ impl Consumer {
         }
     }
 
+    /// Logs when the window fills up (the producer must wait for the
+    /// application's acks) and when it opens again.
+    fn note_flow_stall(&mut self) {
+        let window = u64::from(self.flow.window());
+        let full = window > 0 && self.flow.unreleased() >= window;
+        if full != self.flow_stalled {
+            self.flow_stalled = full;
+            if full {
+                tracing::debug!(
+                    window,
+                    unreleased = self.flow.unreleased(),
+                    "flow control: window full, the producer waits for acks"
+                );
+            } else {
+                tracing::debug!("flow control: window open again");
+            }
+        }
+    }
+
     /// Releases the credit of a message that yields no event.
     fn release_now(&mut self, credit: u32, now: Instant) {
         self.flow.release(credit, now);
@@ -739,6 +772,15 @@ impl Consumer {
             snap_end_seqno: resume.snap_end_seqno,
             value: None,
         };
+        tracing::debug!(
+            vb = vbucket,
+            start = resume.start_seqno,
+            end = stream.end_seqno,
+            vb_uuid = resume.vbucket_uuid,
+            snap_start = resume.snap_start_seqno,
+            snap_end = resume.snap_end_seqno,
+            "stream request"
+        );
         let opaque = self.out.send(request)?;
         stream.state = StreamState::Requested { opaque };
         state.stats.requests += 1;
@@ -761,9 +803,18 @@ impl Consumer {
                 }
                 .into());
             }
+            let step = handshake.step_name();
+            tracing::debug!(%step, status = ?frame.status(), "handshake step answered");
             return match handshake.on_response(frame, &self.config, &mut self.out)? {
                 Progress::Continue => Ok(()),
-                Progress::Ready(negotiated) => self.on_ready(negotiated, now),
+                Progress::Ready(negotiated) => {
+                    tracing::info!(
+                        buffer_size = negotiated.buffer_size,
+                        noop_interval = ?negotiated.noop_interval,
+                        "handshake complete"
+                    );
+                    self.on_ready(negotiated, now)
+                }
             };
         }
         let Some(pending) = self.pending.remove(&frame.opaque()) else {
@@ -829,6 +880,7 @@ impl Consumer {
         response: StreamRequestResponse,
         now: Instant,
     ) -> Result<(), ConsumerError> {
+        let _span = tracing::debug_span!("dcp.stream", vb = vbucket).entered();
         let Some(state) = self.vbuckets.get_mut(&vbucket) else {
             return Ok(());
         };
@@ -838,6 +890,12 @@ impl Consumer {
         let opaque = response.opaque;
         match response.outcome {
             StreamRequestOutcome::Accepted(failover_log) => {
+                tracing::info!(
+                    vb = vbucket,
+                    opaque,
+                    vb_uuid = failover_log.entries.first().map(|e| e.vbucket_uuid),
+                    "stream open"
+                );
                 stream.state = StreamState::Open { opaque };
                 stream.rollbacks_in_a_row = 0;
                 stream.retry_delay = None;
@@ -860,6 +918,13 @@ impl Consumer {
                 }
                 stream.rollbacks_in_a_row += 1;
                 state.stats.rollbacks += 1;
+                tracing::info!(
+                    vb = vbucket,
+                    seqno,
+                    start,
+                    in_a_row = stream.rollbacks_in_a_row,
+                    "rollback"
+                );
                 if stream.rollbacks_in_a_row > self.config.max_rollbacks {
                     state.stream = None;
                     self.events.push_back(Event::StreamFailed {
@@ -889,6 +954,7 @@ impl Consumer {
                 }
             }
             StreamRequestOutcome::Failed { status, body } => {
+                tracing::warn!(vb = vbucket, %status, "stream request refused");
                 if matches!(status, Status::Etmpfail | Status::Enomem | Status::Ebusy) {
                     let delay = stream
                         .next_retry_delay(self.config.retry_delay, self.config.max_retry_delay);
@@ -1109,6 +1175,7 @@ impl Consumer {
             decompress_message(&mut message, self.config.max_frame_len)
                 .map_err(|error| ProtocolError::BadSnappyValue { opcode, error })?;
         }
+        let _span = tracing::debug_span!("dcp.stream", vb = vbucket).entered();
         let Some(state) = self.vbuckets.get_mut(&vbucket) else {
             return Ok(());
         };
@@ -1116,7 +1183,13 @@ impl Consumer {
         let outcome = stream::receive(state, message, Credit(credit), &mut self.out)
             .map_err(|violation| ConsumerError::Violation { vbucket, violation })?;
         match outcome {
-            stream::Received::Event(event) => self.route_stream_event(vbucket, event, now),
+            stream::Received::Event(event) => {
+                if let Some(key) = crate::log::key_of(&event) {
+                    let key = crate::log::UserData::new(key, self.config.log_keys);
+                    tracing::trace!(seqno = event.seqno(), %key, "change");
+                }
+                self.route_stream_event(vbucket, event, now)
+            }
             stream::Received::Dropped => self.release_now(credit, now),
             stream::Received::Ended(event) => {
                 let reached_end = matches!(
@@ -1126,6 +1199,9 @@ impl Consumer {
                         ..
                     }
                 );
+                if let Event::StreamEnded { reason, .. } = &event {
+                    tracing::info!(vb = vbucket, ?reason, "stream ended");
+                }
                 self.end_snapshot(vbucket, reached_end);
                 if let Some(state) = self.vbuckets.get_mut(&vbucket) {
                     state.stream = None;

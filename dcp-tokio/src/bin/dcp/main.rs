@@ -6,6 +6,7 @@ mod args;
 mod checkpoint_file;
 mod cluster_console;
 mod load;
+mod logging;
 mod output;
 mod serve;
 mod serve_cluster;
@@ -31,6 +32,10 @@ impl<T: std::fmt::Display> From<T> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(message) = logging::init(cli.log_level.as_deref()) {
+        eprintln!("error: {message}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

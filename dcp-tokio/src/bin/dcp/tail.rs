@@ -87,7 +87,12 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
     let config = ConsumerConfig::new(name.as_str(), args.bucket.as_str())
         .with_credentials(Credentials::new(args.user.as_str(), args.password.as_str()))
         .with_auto_ack(true)
-        .with_buffer_size(args.window);
+        .with_buffer_size(args.window)
+        .with_log_keys(args.log_keys);
+    let config = match args.consistent_snapshots {
+        Some(limit) => config.with_consistent_snapshots(limit),
+        None => config,
+    };
     let connected = if uses_tls(&args) {
         let tls = client_tls(&args)?;
         let host = server_name(&addr);

@@ -30,7 +30,14 @@ pub(crate) async fn run(args: TailArgs, address: &str, name: String) -> Result<(
     let config = ConsumerConfig::new(name.as_str(), args.bucket.as_str())
         .with_credentials(Credentials::new(args.user.as_str(), args.password.as_str()))
         .with_auto_ack(true)
-        .with_buffer_size(args.window);
+        .with_buffer_size(args.window)
+        .with_log_keys(args.log_keys);
+    if args.consistent_snapshots.is_some() {
+        // The cluster checkpoint follows every event, not snapshot ends.
+        return Err(Failure(
+            "--consistent-snapshots streams one node; it is not supported for couchbase:// clusters yet".to_owned(),
+        ));
+    }
     let mut settings = OrchestratorConfig::new()
         .with_start(match args.from {
             StartFrom::Beginning => InitialStart::Beginning,
