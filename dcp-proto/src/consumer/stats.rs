@@ -204,6 +204,48 @@ impl EndReasonCounts {
     }
 }
 
+/// What a stream keeps between [`StreamStats`] snapshots: only the counts
+/// (the rest is read from the stream's state when asked), so an idle stream
+/// stays small.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StreamCounters {
+    pub(crate) items: u64,
+    pub(crate) bytes: u64,
+    pub(crate) rollbacks: u64,
+    pub(crate) requests: u64,
+    pub(crate) stream_ends: u64,
+    pub(crate) high_seqno: Option<u64>,
+    pub(crate) snapshot_flags: Option<SnapshotFlags>,
+    /// Boxed: most streams never end.
+    pub(crate) end_reasons: Option<Box<EndReasonCounts>>,
+}
+
+impl StreamCounters {
+    /// Counts a stream end.
+    pub(crate) fn ended(&mut self, reason: StreamEndReason) {
+        self.stream_ends += 1;
+        self.end_reasons
+            .get_or_insert_with(Box::default)
+            .record(reason);
+    }
+
+    /// The public snapshot of these counts (positions filled in by the
+    /// caller).
+    pub(crate) fn snapshot(&self) -> StreamStats {
+        StreamStats {
+            items: self.items,
+            bytes: self.bytes,
+            rollbacks: self.rollbacks,
+            requests: self.requests,
+            stream_ends: self.stream_ends,
+            high_seqno: self.high_seqno,
+            snapshot_flags: self.snapshot_flags,
+            end_reasons: self.end_reasons.as_deref().copied().unwrap_or_default(),
+            ..StreamStats::default()
+        }
+    }
+}
+
 /// Per-stream counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::event::{Credit, Event};
 use super::outbox::Outbox;
-use super::stats::{StreamStats, StreamStatus};
+use super::stats::{StreamCounters, StreamStats, StreamStatus};
 use crate::codec::Opcode;
 use crate::msg::{Message, SnapshotFlags, StatusResponse, SystemEventData};
 use crate::session::{StreamCursor, StreamPosition, Violation};
@@ -91,7 +91,7 @@ pub(crate) struct Vbucket {
     pub(crate) received: StreamCursor,
     /// Moved as events are polled; what a checkpoint holds.
     pub(crate) delivered: StreamCursor,
-    pub(crate) stats: StreamStats,
+    pub(crate) stats: StreamCounters,
     /// Consistent-snapshot delivery state, once used.
     pub(crate) consistent: Option<Box<super::delivery::Consistent>>,
 }
@@ -102,7 +102,7 @@ impl Vbucket {
             stream: None,
             received: StreamCursor::new(StreamPosition::default()),
             delivered: StreamCursor::new(StreamPosition::default()),
-            stats: StreamStats::default(),
+            stats: StreamCounters::default(),
             consistent: None,
         }
     }
@@ -115,7 +115,7 @@ impl Vbucket {
     }
 
     pub(crate) fn stats(&self) -> StreamStats {
-        let mut stats = self.stats;
+        let mut stats = self.stats.snapshot();
         (stats.status, stats.opaque) = match self.stream.as_ref().map(|s| &s.state) {
             None => (StreamStatus::None, None),
             Some(StreamState::Queued) => (StreamStatus::Queued, None),
@@ -293,8 +293,7 @@ pub(crate) fn receive(
             Event::OsoSnapshot(m, credit)
         }
         Message::StreamEnd(m) => {
-            vb.stats.stream_ends += 1;
-            vb.stats.end_reasons.record(m.reason);
+            vb.stats.ended(m.reason);
             return Ok(Received::Ended(Event::StreamEnded {
                 vbucket: m.vbucket,
                 reason: m.reason,
