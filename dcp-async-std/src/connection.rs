@@ -11,7 +11,7 @@ use async_net::{AsyncToSocketAddrs, TcpStream};
 use bytes::{Buf, BytesMut};
 use dcp_proto::consumer::{
     ConnectionStats, Consumer, ConsumerConfig, ConsumerError, Credit, Event, Negotiated,
-    StreamStart,
+    StreamStart, StreamStats,
 };
 use dcp_proto::session::Checkpoint;
 use futures_io::{AsyncRead, AsyncWrite};
@@ -48,6 +48,9 @@ pub struct Connection<S = TcpStream> {
     write_failed: bool,
     timer: Timer,
     timer_at: Option<Instant>,
+    /// `dcp.connection` (name, peer), entered while the connection is
+    /// polled.
+    span: tracing::Span,
 }
 
 impl Connection<TcpStream> {
@@ -64,7 +67,12 @@ impl Connection<TcpStream> {
         })
         .await?;
         stream.set_nodelay(true)?;
-        Self::handshake(stream, config).await
+        let span = tracing::info_span!(
+            "dcp.connection",
+            name = %config.connection_name,
+            peer = ?stream.peer_addr().ok(),
+        );
+        Self::handshake_in(stream, config, span).await
     }
 }
 
@@ -130,6 +138,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Runs the handshake on a connected stream and returns once the
     /// connection is ready for streams.
     pub async fn handshake(stream: S, config: ConsumerConfig) -> Result<Self, Error> {
+        let span = tracing::info_span!("dcp.connection", name = %config.connection_name);
+        Self::handshake_in(stream, config, span).await
+    }
+
+    async fn handshake_in(
+        stream: S,
+        config: ConsumerConfig,
+        span: tracing::Span,
+    ) -> Result<Self, Error> {
+        tracing::debug!(parent: &span, "connected; handshake starts");
         let consumer = Consumer::new(config, sasl_nonce()?, Instant::now())?;
         let mut conn = Self {
             stream,
@@ -140,6 +158,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             write_failed: false,
             timer: Timer::never(),
             timer_at: None,
+            span,
         };
         while !conn.consumer.is_ready() {
             // Before ready the only event is `Ready` itself: no stream exists.
@@ -166,6 +185,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Connection counters.
     pub fn stats(&self) -> ConnectionStats {
         self.consumer.stats()
+    }
+
+    /// A stream's counters.
+    pub fn stream_stats(&self, vbucket: u16) -> Option<StreamStats> {
+        self.consumer.stream_stats(vbucket)
     }
 
     /// The sans-IO consumer, for its other getters.
@@ -266,6 +290,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// The poll form of [`next_event`](Self::next_event), for hand-written
     /// futures and streams.
     pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>, Error>> {
+        let span = self.span.clone();
+        let _entered = span.enter();
         loop {
             self.consumer.poll_transmit(&mut self.tx);
             if !self.consumer.is_closed() && self.poll_write_some(cx).is_ready() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use dcp_proto::consumer::{
     ConnectionStats, Consumer, ConsumerConfig, ConsumerError, Credit, Event, Negotiated,
-    StreamStart,
+    StreamStart, StreamStats,
 };
 use dcp_proto::session::Checkpoint;
 
@@ -35,6 +35,9 @@ pub struct Connection {
     /// Writing failed: the peer is gone. What it sent before is still read
     /// (and its end reported) before the connection counts as closed.
     write_failed: bool,
+    /// `dcp.connection` (name, peer), entered while the connection is
+    /// driven.
+    span: tracing::Span,
 }
 
 /// What the driving loop should do next.
@@ -125,6 +128,13 @@ impl Connection {
 
     /// Runs the DCP handshake over a connected stream, plain or TLS.
     fn handshake_over(stream: Stream, config: ConsumerConfig) -> Result<Self, Error> {
+        let span = tracing::info_span!(
+            "dcp.connection",
+            name = %config.connection_name,
+            peer = ?stream.tcp().peer_addr().ok(),
+            tls = stream.is_tls(),
+        );
+        tracing::debug!(parent: &span, "connected; handshake starts");
         let consumer = Consumer::new(config, sasl_nonce()?, Instant::now())?;
         let mut conn = Self {
             stream,
@@ -132,6 +142,7 @@ impl Connection {
             rx: BytesMut::with_capacity(READ_CHUNK),
             tx: BytesMut::new(),
             write_failed: false,
+            span,
         };
         while !conn.consumer.is_ready() {
             // Before ready the only event is `Ready` itself: no stream exists.
@@ -158,6 +169,11 @@ impl Connection {
     /// Connection counters.
     pub fn stats(&self) -> ConnectionStats {
         self.consumer.stats()
+    }
+
+    /// A stream's counters.
+    pub fn stream_stats(&self, vbucket: u16) -> Option<StreamStats> {
+        self.consumer.stream_stats(vbucket)
     }
 
     /// The sans-IO consumer, for its other getters.
@@ -258,6 +274,7 @@ impl Connection {
     /// One pass of the driving contract: send, hand out an event, else
     /// wait for bytes or a deadline and feed them in.
     fn drive(&mut self, until: Option<Instant>) -> Result<Option<Event>, Error> {
+        let _entered = self.span.clone().entered();
         loop {
             self.consumer.poll_transmit(&mut self.tx);
             if self.write_failed {

@@ -72,6 +72,7 @@ pub mod codec;
 pub mod consumer;
 pub mod failover;
 pub mod flow;
+pub mod log;
 pub mod msg;
 pub mod producer;
 pub mod session;

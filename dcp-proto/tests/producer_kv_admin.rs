@@ -260,6 +260,21 @@ fn stat_groups_and_all_vb_seqnos() {
     assert_eq!(get(&s, "eq_dcpq:statme:stream_1_opaque"), Some("33"));
     assert_eq!(get(&s, "eq_dcpq:statme:stream_1_state"), Some("in-memory"));
     assert_eq!(
+        get(&s, "eq_dcpq:statme:stream_1_cursor_registered"),
+        Some("true")
+    );
+    let received: u64 = get(&s, "eq_dcpq:statme:last_receive_time")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        received > 1_000_000_000,
+        "seconds since the epoch: {received}"
+    );
+    let agg = stats(&mut h, &mut c, "dcpagg").unwrap();
+    assert_eq!(get(&agg, "connagg_statme:count"), Some("1"));
+    assert!(get(&agg, "connagg_statme:items_sent").is_some());
+    assert_eq!(
         get(&s, "eq_dcpq:statme:stream_1_last_sent_seqno"),
         Some(
             h.node

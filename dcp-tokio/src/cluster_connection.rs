@@ -2,13 +2,14 @@
 //! [`Connection`] per data node, driven by the core's
 //! [`ClusterOrchestrator`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dcp_proto::cluster::{
     Action, ClusterOrchestrator, KvNode, NodeAddress, OrchestratorConfig, StreamFailure,
 };
-use dcp_proto::consumer::{ConsumerConfig, Event, StreamStart};
+use dcp_proto::consumer::{ConnectionStats, ConsumerConfig, Event, StreamStart, StreamStats};
 use dcp_proto::session::{Checkpoint, StreamPosition};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -98,12 +99,25 @@ struct Report {
     what: Reported,
 }
 
+/// How often a node task publishes its connection's counters.
+const STATS_EVERY: Duration = Duration::from_millis(250);
+
+/// A node connection's counters, as its task last published them.
+#[derive(Debug, Default)]
+struct NodeStats {
+    connection: ConnectionStats,
+    streams: Vec<(u16, StreamStats)>,
+}
+
+type StatsSlot = Arc<Mutex<NodeStats>>;
+
 /// One node's connection task.
 #[derive(Debug)]
 struct Link {
     generation: u64,
     commands: mpsc::UnboundedSender<Command>,
     task: JoinHandle<()>,
+    stats: StatsSlot,
 }
 
 impl Drop for Link {
@@ -144,6 +158,11 @@ pub struct ClusterConnection {
     failed: Vec<(u16, StreamFailure)>,
     seed_fetch: Option<JoinHandle<()>>,
     dial: Dial,
+    /// Counters of connections no longer running.
+    gone: ConnectionStats,
+    /// Node connections established, and the nodes they were to.
+    connects: u64,
+    nodes_seen: HashSet<NodeAddress>,
 }
 
 impl ClusterConnection {
@@ -223,6 +242,9 @@ impl ClusterConnection {
             failed: Vec::new(),
             seed_fetch: None,
             dial,
+            gone: ConnectionStats::default(),
+            connects: 0,
+            nodes_seen: HashSet::new(),
         };
         let mut last_err = None;
         for (host, port) in this.seeds.clone() {
@@ -312,6 +334,54 @@ impl ClusterConnection {
         self.links.keys().cloned().collect()
     }
 
+    /// Counters of every node connection added up (as each node's task
+    /// last published them, at most a quarter second old), including
+    /// connections since lost; `reconnects` counts connections made to a
+    /// node this value had already connected to, and `connections` the
+    /// node connections running now.
+    pub fn stats(&self) -> ConnectionStats {
+        let mut total = self.gone;
+        total.connections = 0;
+        for link in self.links.values() {
+            if let Ok(slot) = link.stats.lock() {
+                total.merge(&slot.connection);
+            }
+        }
+        total.reconnects = self.connects.saturating_sub(self.nodes_seen.len() as u64);
+        total
+    }
+
+    /// A vbucket's stream counters, added up over the node connections
+    /// that streamed it and still run.
+    pub fn stream_stats(&self, vbucket: u16) -> Option<StreamStats> {
+        let mut found: Option<StreamStats> = None;
+        for link in self.links.values() {
+            let Ok(slot) = link.stats.lock() else {
+                continue;
+            };
+            for (vb, stats) in &slot.streams {
+                if *vb == vbucket {
+                    found.get_or_insert_with(StreamStats::default).merge(stats);
+                }
+            }
+        }
+        found
+    }
+
+    fn retire_link(&mut self, node: &NodeAddress) {
+        if let Some(link) = self.links.remove(node)
+            && let Ok(slot) = link.stats.lock()
+        {
+            let mut last = slot.connection;
+            // What no longer runs holds nothing and has nothing open.
+            last.streams_open = 0;
+            last.unacked_bytes = 0;
+            last.held_bytes = 0;
+            last.connections = 0;
+            self.gone.merge(&last);
+        }
+    }
+
     // ----- internals -----------------------------------------------------
 
     /// Feeds a report to the orchestrator; returns the event to hand out,
@@ -336,9 +406,18 @@ impl ClusterConnection {
         }
         let at = now();
         match what {
-            Reported::Connected => self.orchestrator.handle_node_connected(&node, at),
+            Reported::Connected => {
+                self.connects += 1;
+                if self.nodes_seen.insert(node.clone()) {
+                    tracing::info!(node = ?node, "node connected");
+                } else {
+                    tracing::info!(node = ?node, "node reconnected");
+                }
+                self.orchestrator.handle_node_connected(&node, at);
+            }
             Reported::Lost => {
-                self.links.remove(&node);
+                tracing::warn!(node = ?node, "node connection lost");
+                self.retire_link(&node);
                 self.orchestrator.handle_node_lost(&node, at);
             }
             Reported::Event(event, position) => {
@@ -357,26 +436,36 @@ impl ClusterConnection {
                 Action::Connect(kv) => {
                     self.generation += 1;
                     let (commands, rx) = mpsc::unbounded_channel();
-                    let task = tokio::spawn(node_task(
-                        kv.address.clone(),
-                        self.dial.target(&kv),
-                        self.dial.clone(),
-                        self.generation,
-                        self.config.clone(),
-                        rx,
-                        self.sender.clone(),
+                    let stats = StatsSlot::default();
+                    let span = tracing::info_span!("dcp.node", node = ?kv.address);
+                    let task = tokio::spawn(tracing::Instrument::instrument(
+                        node_task(
+                            kv.address.clone(),
+                            Route {
+                                dial: self.dial.clone(),
+                                target: self.dial.target(&kv),
+                            },
+                            self.generation,
+                            self.config.clone(),
+                            rx,
+                            self.sender.clone(),
+                            stats.clone(),
+                        ),
+                        span,
                     ));
+                    self.retire_link(&kv.address);
                     self.links.insert(
                         kv.address,
                         Link {
                             generation: self.generation,
                             commands,
                             task,
+                            stats,
                         },
                     );
                 }
                 Action::Disconnect(node) => {
-                    self.links.remove(&node);
+                    self.retire_link(&node);
                 }
                 Action::OpenStream {
                     node,
@@ -499,16 +588,23 @@ async fn fetch_config(
     result
 }
 
-/// Owns one node's connection (made by `dial` to `target`, none: no
-/// address to reach it at): carries out commands, reports events.
+/// How to reach a node: `dial` to `target` (none: no address to reach it
+/// at).
+struct Route {
+    dial: Dial,
+    target: Option<NodeAddress>,
+}
+
+/// Owns one node's connection (made along `route`): carries out commands,
+/// reports events.
 async fn node_task(
     node: NodeAddress,
-    target: Option<NodeAddress>,
-    dial: Dial,
+    Route { dial, target }: Route,
     generation: u64,
     config: ConsumerConfig,
     mut commands: mpsc::UnboundedReceiver<Command>,
     reports: mpsc::Sender<Report>,
+    stats: StatsSlot,
 ) {
     let report = |what| Report {
         node: node.clone(),
@@ -531,8 +627,26 @@ async fn node_task(
     if reports.send(report(Reported::Connected)).await.is_err() {
         return;
     }
+    let publish = |conn: &Connection| {
+        if let Ok(mut slot) = stats.lock() {
+            slot.connection = conn.stats();
+            slot.streams.clear();
+            slot.streams.extend(conn.consumer().all_stream_stats());
+        }
+    };
+    let mut published = tokio::time::Instant::now();
+    let mut dirty = false;
+    publish(&conn);
     loop {
+        if dirty && published.elapsed() >= STATS_EVERY {
+            publish(&conn);
+            published = tokio::time::Instant::now();
+            dirty = false;
+        }
         tokio::select! {
+            // Counters changed since the last publication: publish them
+            // once they are due, even if nothing else happens.
+            () = tokio::time::sleep_until(published + STATS_EVERY), if dirty => continue,
             command = commands.recv() => {
                 let ok = match command {
                     None => {
@@ -544,13 +658,16 @@ async fn node_task(
                     Some(Command::Close(vbucket)) => { let _ = conn.close_stream(vbucket); true }
                     Some(Command::RefreshConfig) => { let _ = conn.request_cluster_config(); true }
                 };
+                dirty = true;
                 if !ok {
+                    publish(&conn);
                     let _ = reports.send(report(Reported::Lost)).await;
                     return;
                 }
             }
             event = conn.next_event() => match event {
                 Ok(Some(event)) => {
+                    dirty = true;
                     let position = match &event {
                         Event::StreamOpened { vbucket, .. } => conn.position(*vbucket),
                         _ => None,
@@ -560,6 +677,7 @@ async fn node_task(
                     }
                 }
                 Ok(None) | Err(_) => {
+                    publish(&conn);
                     let _ = reports.send(report(Reported::Lost)).await;
                     return;
                 }

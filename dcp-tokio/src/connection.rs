@@ -85,6 +85,9 @@ pub struct Connection {
     io_error: Option<io::Error>,
     /// The socket was shut down after a fatal error or a close.
     shut: bool,
+    /// `dcp.connection` (name, peer): every event the core logs while this
+    /// connection is driven is inside it.
+    span: tracing::Span,
 }
 
 impl fmt::Debug for Connection {
@@ -180,6 +183,12 @@ impl Connection {
         stream: Stream,
         config: ConsumerConfig,
     ) -> Result<Self, Error> {
+        let span = tracing::info_span!(
+            "dcp.connection",
+            name = %config.connection_name,
+            peer = ?stream.peer_addr().ok(),
+        );
+        tracing::debug!(parent: &span, "connected; handshake starts");
         let consumer = Consumer::new(config, random_nonce()?, now())?;
         let mut conn = Connection {
             stream,
@@ -189,6 +198,7 @@ impl Connection {
             tx: BytesMut::new(),
             io_error: None,
             shut: false,
+            span,
         };
         // No stream exists yet, so `Ready` is the first event;
         // `negotiated()` holds what it carries.
@@ -213,6 +223,7 @@ impl Connection {
         start: StreamStart,
         end_seqno: Option<u64>,
     ) -> Result<(), Error> {
+        let _entered = self.span.enter();
         Ok(self.consumer.open_stream(vbucket, start, end_seqno)?)
     }
 
@@ -310,6 +321,13 @@ impl Connection {
     /// socket failed) is returned after the events received before it, and
     /// again on every later call. Cancel-safe.
     pub async fn next_event(&mut self) -> Result<Option<Event>, Error> {
+        use tracing::Instrument;
+        let span = self.span.clone();
+        self.drive().instrument(span).await
+    }
+
+    /// [`next_event`](Self::next_event), inside the connection's span.
+    async fn drive(&mut self) -> Result<Option<Event>, Error> {
         loop {
             // 1. Move the core's output into `tx` and write what the socket
             // takes without waiting.

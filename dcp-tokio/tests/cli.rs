@@ -235,6 +235,45 @@ fn tail_ends_by_itself_when_every_stream_reached_its_end_seqno() {
 }
 
 #[test]
+fn tail_stats_print_a_summary_and_a_final_json_record() {
+    let serve = Serve::start(&["--vbuckets", "2", "--preload", "100"]);
+    let out = dcp(&[
+        "tail",
+        &serve.addr,
+        "-u",
+        "app",
+        "-p",
+        "secret",
+        "--vbuckets",
+        "0,1",
+        "--json",
+        "--end-seqno",
+        "10",
+        "--stats=0",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("connection: "), "{}", out.stderr);
+    assert!(out.stderr.contains("stream ends: 2 ok"), "{}", out.stderr);
+    let lines = out.json_lines();
+    let changes = lines.iter().filter(|l| l["type"] != "stats").count();
+    assert_eq!(changes, 20);
+    let stats: Vec<&Value> = lines.iter().filter(|l| l["type"] == "stats").collect();
+    assert_eq!(stats.len(), 1, "only the final record with --stats=0");
+    let last = stats[0];
+    assert_eq!(last["final"], true);
+    assert_eq!(last["connection"]["items"], 20);
+    assert!(last["connection"]["bytes_received"].as_u64().unwrap() > 0);
+    let vbuckets = last["vbuckets"].as_array().expect("per-vbucket stats");
+    assert_eq!(vbuckets.len(), 2);
+    for vb in vbuckets {
+        assert_eq!(vb["items"], 10);
+        assert_eq!(vb["last_seqno"], 10);
+        assert_eq!(vb["end_reasons"]["ok"], 1);
+        assert!(vb["vb_uuid"].as_u64().is_some());
+    }
+}
+
+#[test]
 fn user_errors_are_one_line_with_a_failing_exit_code() {
     let serve = Serve::start(&["--vbuckets", "1"]);
     let cases: [(&[&str], &str); 3] = [

@@ -180,6 +180,22 @@ pub struct ConsumerConfig {
     /// connection already saw that revision (HELLO
     /// DedupeNotMyVbucketClustermap; default off).
     pub dedupe_not_my_vbucket: bool,
+    /// Consistent-snapshot delivery: `Some(max_held_bytes)` holds each
+    /// snapshot's changes until the whole snapshot has arrived and hands
+    /// them out together, followed by
+    /// [`Event::SnapshotComplete`](super::Event::SnapshotComplete), so the
+    /// application never sees a state that did not exist on the producer.
+    /// Held changes have their flow-control credit returned as they are
+    /// held (the hold, not the window, bounds them), so a snapshot larger
+    /// than the window cannot stall the stream. When the connection's held
+    /// bytes would exceed `max_held_bytes`, the largest held snapshot is let
+    /// through early ([`Event::SnapshotTooLarge`](super::Event::SnapshotTooLarge)).
+    /// `None` (the default) hands every change out as it arrives. See the
+    /// `consumer` module docs, "Consistent snapshots".
+    pub consistent_snapshots: Option<u64>,
+    /// Show document keys in log events (default off: keys are logged as
+    /// `<ud>…</ud>`-wrapped redacted placeholders). Values are never logged.
+    pub log_keys: bool,
 }
 
 impl ConsumerConfig {
@@ -218,6 +234,8 @@ impl ConsumerConfig {
             max_rollbacks: 64,
             config_push: ConfigPush::Off,
             dedupe_not_my_vbucket: false,
+            consistent_snapshots: None,
+            log_keys: false,
         }
     }
 
@@ -272,6 +290,20 @@ impl ConsumerConfig {
     /// Asks for synchronous writes (see [`sync_writes`](Self::sync_writes)).
     pub fn with_sync_writes(mut self, sync_writes: bool) -> Self {
         self.sync_writes = sync_writes;
+        self
+    }
+
+    /// Holds each snapshot until it is complete, with at most
+    /// `max_held_bytes` held per connection (see
+    /// [`consistent_snapshots`](Self::consistent_snapshots)).
+    pub fn with_consistent_snapshots(mut self, max_held_bytes: u64) -> Self {
+        self.consistent_snapshots = Some(max_held_bytes);
+        self
+    }
+
+    /// Shows document keys in log events instead of redacting them.
+    pub fn with_log_keys(mut self, show: bool) -> Self {
+        self.log_keys = show;
         self
     }
 

@@ -103,6 +103,37 @@ pub enum Event {
         /// The config JSON (or the error body).
         config: Bytes,
     },
+    /// Consistent-snapshot mode only (see
+    /// [`ConsumerConfig::consistent_snapshots`](super::ConsumerConfig::consistent_snapshots)):
+    /// every change of the snapshot `start..=end` has been handed out, so
+    /// the vbucket's view is now a state that existed on the producer, and
+    /// [`Consumer::checkpoint`](super::Consumer::checkpoint) covers it once
+    /// this event is polled.
+    SnapshotComplete {
+        /// The vbucket.
+        vbucket: u16,
+        /// The snapshot's start seqno.
+        start: u64,
+        /// The seqno the view is consistent at: the snapshot's end (or the
+        /// stream's end seqno, when that is lower).
+        end: u64,
+    },
+    /// Consistent-snapshot mode only: holding the snapshot `start..=end`
+    /// would exceed the connection's hold limit. The changes held so far
+    /// follow at once and the rest of this snapshot passes through as it
+    /// arrives (with its flow-control credit), so the vbucket's view is not
+    /// consistent until the snapshot's [`Event::SnapshotComplete`]; the
+    /// checkpoint stays before the snapshot until then.
+    SnapshotTooLarge {
+        /// The vbucket.
+        vbucket: u16,
+        /// The snapshot's start seqno.
+        start: u64,
+        /// The snapshot's end seqno.
+        end: u64,
+        /// Bytes the snapshot held when it was let through.
+        held_bytes: u64,
+    },
     /// The reply to [`Consumer::request_failover_log`](super::Consumer::request_failover_log).
     FailoverLog {
         /// The vbucket.
@@ -139,7 +170,9 @@ impl Event {
             | Event::Rollback { vbucket, .. }
             | Event::StreamFailed { vbucket, .. }
             | Event::StreamEnded { vbucket, .. }
-            | Event::FailoverLog { vbucket, .. } => *vbucket,
+            | Event::FailoverLog { vbucket, .. }
+            | Event::SnapshotComplete { vbucket, .. }
+            | Event::SnapshotTooLarge { vbucket, .. } => *vbucket,
             Event::SnapshotMarker(m, _) => m.vbucket,
             Event::Mutation(m, _) => m.vbucket,
             Event::Deletion(m, _) => m.vbucket,

@@ -201,7 +201,7 @@ impl Handshake {
         self.opaque
     }
 
-    fn step_name(&self) -> HandshakeStep {
+    pub(crate) fn step_name(&self) -> HandshakeStep {
         match self.step {
             Step::Hello => HandshakeStep::Hello,
             Step::ListMechanisms => HandshakeStep::ListMechanisms,

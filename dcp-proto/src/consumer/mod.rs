@@ -53,9 +53,35 @@
 //! let _wake_at: Option<Instant> = consumer.poll_timeout();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Consistent snapshots
+//!
+//! By default every change is handed out as it arrives, so between two
+//! snapshot ends the application's view of a vbucket may be a state that
+//! never existed on the producer (DCP deduplicates within a snapshot). With
+//! [`ConsumerConfig::with_consistent_snapshots`] the consumer holds each
+//! snapshot's changes until its last seqno has arrived and then queues them
+//! together, followed by [`Event::SnapshotComplete`]:
+//! - a stream that ends, is closed or dies mid-snapshot never delivers the
+//!   held part; its position moves back to before the snapshot, so
+//!   [`StreamStart::Resume`] (or the checkpoint) asks for all of it again;
+//! - OSO brackets (no marker) are held from OSO start to OSO end; a stream
+//!   with an end seqno completes its last snapshot at that seqno;
+//! - held changes return their flow-control credit as they are held (a
+//!   snapshot larger than the window must still arrive), and come out with
+//!   [`Credit::NONE`]; memory is bounded by the configured byte limit
+//!   instead. When holding a change would exceed the limit, the largest
+//!   held snapshot is let through: [`Event::SnapshotTooLarge`], then what it
+//!   held, then the rest of it as it arrives, with credit, and finally its
+//!   `SnapshotComplete`;
+//! - [`checkpoint`](Consumer::checkpoint) and
+//!   [`position`](Consumer::position) never cover part of a snapshot: from
+//!   a snapshot's marker to its `SnapshotComplete` they stay where they were
+//!   before it.
 
 mod collections;
 mod config;
+mod delivery;
 mod error;
 mod event;
 mod handshake;
@@ -74,7 +100,7 @@ pub use config::{ConfigPush, ConsumerConfig, ControlSetting, RollbackMode, Snapp
 pub use error::{CommandError, ConsumerError, HandshakeStep, ProtocolError};
 pub use event::{Credit, Event};
 pub use handshake::Negotiated;
-pub use stats::{ConnectionStats, StreamStats};
+pub use stats::{ConnectionStats, EndReasonCounts, StreamStats, StreamStatus};
 pub use stream::StreamStart;
 
 use self::handshake::{Handshake, Progress};
@@ -132,6 +158,8 @@ pub struct Consumer {
     config_seen: Option<crate::msg::client::KnownVersion>,
     /// The version a brief notification announced and a fetch is under way for.
     config_fetch: Option<crate::msg::client::KnownVersion>,
+    delivery: delivery::DeliveryTotals,
+    flow_stalled: bool,
 }
 
 impl Consumer {
@@ -166,6 +194,8 @@ impl Consumer {
             stats: ConnectionStats::default(),
             config_seen: None,
             config_fetch: None,
+            delivery: delivery::DeliveryTotals::default(),
+            flow_stalled: false,
         })
     }
 
@@ -197,18 +227,25 @@ impl Consumer {
     }
 
     /// Every stream's position as of the events handed out so far: persist
-    /// it with the data those events produced, and resume from it.
+    /// it with the data those events produced, and resume from it. With
+    /// [consistent snapshots](ConsumerConfig::consistent_snapshots) it
+    /// covers only complete snapshots.
     pub fn checkpoint(&self) -> Checkpoint {
         let mut checkpoint = Checkpoint::new();
         for (vb, state) in &self.vbuckets {
-            checkpoint.vbuckets.insert(*vb, state.delivered.position());
+            checkpoint
+                .vbuckets
+                .insert(*vb, delivery::checkpoint_position(state));
         }
         checkpoint
     }
 
-    /// One stream's position as of the events handed out so far.
+    /// One stream's position as of the events handed out so far (see
+    /// [`checkpoint`](Self::checkpoint)).
     pub fn position(&self, vbucket: u16) -> Option<StreamPosition> {
-        self.vbuckets.get(&vbucket).map(|v| v.delivered.position())
+        self.vbuckets
+            .get(&vbucket)
+            .map(|v| delivery::checkpoint_position(v))
     }
 
     /// Connection counters.
@@ -223,12 +260,27 @@ impl Consumer {
             .values()
             .filter(|v| v.stream.as_ref().is_some_and(|s| s.is_open()))
             .count();
+        for v in self.vbuckets.values() {
+            stats.items += v.stats.items;
+            stats.rollbacks += v.stats.rollbacks;
+        }
+        stats.held_bytes = self.delivery.held_bytes;
+        stats.snapshots_completed = self.delivery.released;
+        stats.snapshots_discarded = self.delivery.discarded;
+        stats.snapshots_too_large = self.delivery.too_large;
+        stats.connections = 1;
         stats
     }
 
     /// A stream's counters.
     pub fn stream_stats(&self, vbucket: u16) -> Option<StreamStats> {
         self.vbuckets.get(&vbucket).map(|v| v.stats())
+    }
+
+    /// Every vbucket's stream counters (vbuckets this connection streamed
+    /// or streams), in vbucket order.
+    pub fn all_stream_stats(&self) -> impl Iterator<Item = (u16, StreamStats)> + '_ {
+        self.vbuckets.iter().map(|(vb, v)| (*vb, v.stats()))
     }
 
     /// Whether a stream for `vbucket` is open or being opened.
@@ -267,6 +319,7 @@ impl Consumer {
         if let Some(vb) = event.vbucket()
             && let Some(state) = self.vbuckets.get_mut(&vb)
         {
+            delivery::before_deliver(state, &event);
             stream::deliver(&mut state.delivered, &event);
         }
         if self.config.auto_ack {
@@ -322,6 +375,7 @@ impl Consumer {
         }
         let result = self.read_frames(rx, now);
         self.rx_len_seen = rx.len();
+        self.note_flow_stall();
         match result {
             Ok(()) => {
                 self.flush_acks(now);
@@ -334,6 +388,7 @@ impl Consumer {
     fn read_frames(&mut self, rx: &mut BytesMut, now: Instant) -> Result<(), ConsumerError> {
         while let Some(frame) = self.decoder.decode(rx)? {
             self.last_rx = now;
+            self.stats.last_message_at = Some(now);
             self.stats.frames_received += 1;
             self.stats.bytes_received += frame.wire_len() as u64;
             if frame.is_response() {
@@ -382,11 +437,21 @@ impl Consumer {
     /// The producer closed the connection.
     pub fn handle_eof(&mut self) {
         if self.error.is_none() {
+            tracing::info!("connection closed by the producer");
             self.error = Some(ConsumerError::ClosedByPeer);
         }
     }
 
     fn fail(&mut self, err: ConsumerError) -> ConsumerError {
+        if self.error.is_none() {
+            match &err {
+                ConsumerError::Closed => tracing::debug!("connection closed by the application"),
+                ConsumerError::DeadConnection(silence) => {
+                    tracing::warn!(?silence, "dead connection: nothing received")
+                }
+                other => tracing::warn!(error = %other, "connection failed"),
+            }
+        }
         self.error.get_or_insert(err).clone()
     }
 
@@ -538,6 +603,7 @@ impl Consumer {
         if credit.bytes() > 0 && self.error.is_none() {
             self.flow.release(credit.bytes(), now);
             self.flush_acks(now);
+            self.note_flow_stall();
         }
     }
 
@@ -611,6 +677,30 @@ impl Consumer {
         Ok(())
     }
 
+    /// Asks the node for every active vbucket's high seqno
+    /// (GET_ALL_VB_SEQNOS), to refresh [`StreamStats::high_seqno`] and
+    /// [`StreamStats::lag`]; nothing is sent if such a request is already in
+    /// flight. No event follows.
+    pub fn request_high_seqnos(&mut self) -> Result<(), CommandError> {
+        if !self.is_ready() {
+            return Err(CommandError::Closed);
+        }
+        if self.high_seqnos_in_flight {
+            return Ok(());
+        }
+        let opaque = self
+            .out
+            .send(GetAllVbSeqnos {
+                opaque: 0,
+                state: Some(1),
+                collection_id: None,
+            })
+            .map_err(|_| CommandError::Closed)?;
+        self.pending.insert(opaque, Pending::HighSeqnos);
+        self.high_seqnos_in_flight = true;
+        Ok(())
+    }
+
     /// Closes the connection: nothing more is sent or processed. Queued
     /// events can still be polled.
     pub fn close(&mut self) {
@@ -633,6 +723,26 @@ impl Consumer {
                 .is_ok()
             {
                 self.stats.buffer_acks_sent += 1;
+                self.stats.last_ack_at = Some(now);
+            }
+        }
+    }
+
+    /// Logs when the window fills up (the producer must wait for the
+    /// application's acks) and when it opens again.
+    fn note_flow_stall(&mut self) {
+        let window = u64::from(self.flow.window());
+        let full = window > 0 && self.flow.unreleased() >= window;
+        if full != self.flow_stalled {
+            self.flow_stalled = full;
+            if full {
+                tracing::debug!(
+                    window,
+                    unreleased = self.flow.unreleased(),
+                    "flow control: window full, the producer waits for acks"
+                );
+            } else {
+                tracing::debug!("flow control: window open again");
             }
         }
     }
@@ -719,6 +829,15 @@ impl Consumer {
             snap_end_seqno: resume.snap_end_seqno,
             value,
         };
+        tracing::debug!(
+            vb = vbucket,
+            start = resume.start_seqno,
+            end = stream.end_seqno,
+            vb_uuid = resume.vbucket_uuid,
+            snap_start = resume.snap_start_seqno,
+            snap_end = resume.snap_end_seqno,
+            "stream request"
+        );
         let opaque = self.out.send(request)?;
         stream.state = StreamState::Requested { opaque };
         state.stats.requests += 1;
@@ -741,9 +860,18 @@ impl Consumer {
                 }
                 .into());
             }
+            let step = handshake.step_name();
+            tracing::debug!(%step, status = ?frame.status(), "handshake step answered");
             return match handshake.on_response(frame, &self.config, &mut self.out)? {
                 Progress::Continue => Ok(()),
-                Progress::Ready(negotiated) => self.on_ready(negotiated, now),
+                Progress::Ready(negotiated) => {
+                    tracing::info!(
+                        buffer_size = negotiated.buffer_size,
+                        noop_interval = ?negotiated.noop_interval,
+                        "handshake complete"
+                    );
+                    self.on_ready(negotiated, now)
+                }
             };
         }
         let Some(pending) = self.pending.remove(&frame.opaque()) else {
@@ -810,6 +938,7 @@ impl Consumer {
         response: StreamRequestResponse,
         now: Instant,
     ) -> Result<(), ConsumerError> {
+        let _span = tracing::debug_span!("dcp.stream", vb = vbucket).entered();
         let Some(state) = self.vbuckets.get_mut(&vbucket) else {
             return Ok(());
         };
@@ -819,6 +948,12 @@ impl Consumer {
         let opaque = response.opaque;
         match response.outcome {
             StreamRequestOutcome::Accepted(failover_log) => {
+                tracing::info!(
+                    vb = vbucket,
+                    opaque,
+                    vb_uuid = failover_log.entries.first().map(|e| e.vbucket_uuid),
+                    "stream open"
+                );
                 stream.state = StreamState::Open { opaque };
                 stream.rollbacks_in_a_row = 0;
                 stream.retry_delay = None;
@@ -841,6 +976,13 @@ impl Consumer {
                 }
                 stream.rollbacks_in_a_row += 1;
                 state.stats.rollbacks += 1;
+                tracing::info!(
+                    vb = vbucket,
+                    seqno,
+                    start,
+                    in_a_row = stream.rollbacks_in_a_row,
+                    "rollback"
+                );
                 if stream.rollbacks_in_a_row > self.config.max_rollbacks {
                     state.stream = None;
                     self.events.push_back(Event::StreamFailed {
@@ -872,6 +1014,7 @@ impl Consumer {
                 }
             }
             StreamRequestOutcome::Failed { status, body } => {
+                tracing::warn!(vb = vbucket, %status, "stream request refused");
                 if matches!(status, Status::Etmpfail | Status::Enomem | Status::Ebusy) {
                     let delay = stream
                         .next_retry_delay(self.config.retry_delay, self.config.max_retry_delay);
@@ -916,6 +1059,7 @@ impl Consumer {
         state.stream = None;
         self.streams_by_opaque.remove(&opaque);
         self.retired.retire(opaque, Retired::Closed);
+        self.end_snapshot(vbucket, false);
         self.events.push_back(Event::StreamEnded {
             vbucket,
             reason: StreamEndReason::Closed,
@@ -960,6 +1104,13 @@ impl Consumer {
     }
 
     fn on_high_seqnos(&mut self, response: GetAllVbSeqnosResponse) -> Result<(), ConsumerError> {
+        if response.status.is_success() {
+            for (vb, seqno) in &response.entries {
+                if let Some(state) = self.vbuckets.get_mut(vb) {
+                    state.stats.high_seqno = state.stats.high_seqno.max(Some(*seqno));
+                }
+            }
+        }
         let resolving: Vec<u16> = self
             .vbuckets
             .iter()
@@ -1088,16 +1239,37 @@ impl Consumer {
             decompress_message(&mut message, self.config.max_frame_len)
                 .map_err(|error| ProtocolError::BadSnappyValue { opcode, error })?;
         }
+        let _span = tracing::debug_span!("dcp.stream", vb = vbucket).entered();
         let Some(state) = self.vbuckets.get_mut(&vbucket) else {
             return Ok(());
         };
+        delivery::before_receive(state, &message, self.config.consistent_snapshots.is_some());
         let outcome = stream::receive(state, message, Credit(credit), &mut self.out)
             .map_err(|violation| ConsumerError::Violation { vbucket, violation })?;
         match outcome {
-            stream::Received::Event(event) => self.events.push_back(event),
+            stream::Received::Event(event) => {
+                if let Some(key) = crate::log::key_of(&event) {
+                    let key = crate::log::UserData::new(key, self.config.log_keys);
+                    tracing::trace!(seqno = event.seqno(), %key, "change");
+                }
+                self.route_stream_event(vbucket, event, now)
+            }
             stream::Received::Dropped => self.release_now(credit, now),
             stream::Received::Ended(event) => {
-                state.stream = None;
+                let reached_end = matches!(
+                    event,
+                    Event::StreamEnded {
+                        reason: StreamEndReason::Ok,
+                        ..
+                    }
+                );
+                if let Event::StreamEnded { reason, .. } = &event {
+                    tracing::info!(vb = vbucket, ?reason, "stream ended");
+                }
+                self.end_snapshot(vbucket, reached_end);
+                if let Some(state) = self.vbuckets.get_mut(&vbucket) {
+                    state.stream = None;
+                }
                 self.streams_by_opaque.remove(&opaque);
                 self.retired.retire(opaque, Retired::Ended);
                 self.events.push_back(event);

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::event::{Credit, Event};
 use super::outbox::Outbox;
-use super::stats::StreamStats;
+use super::stats::{StreamCounters, StreamStats, StreamStatus};
 use crate::codec::Opcode;
 use crate::msg::{Message, SnapshotFlags, StatusResponse, SystemEventData};
 use crate::session::{StreamCursor, StreamPosition, Violation};
@@ -94,7 +94,9 @@ pub(crate) struct Vbucket {
     pub(crate) received: StreamCursor,
     /// Moved as events are polled; what a checkpoint holds.
     pub(crate) delivered: StreamCursor,
-    pub(crate) stats: StreamStats,
+    pub(crate) stats: StreamCounters,
+    /// Consistent-snapshot delivery state, once used.
+    pub(crate) consistent: Option<Box<super::delivery::Consistent>>,
 }
 
 impl Vbucket {
@@ -103,7 +105,8 @@ impl Vbucket {
             stream: None,
             received: StreamCursor::new(StreamPosition::default()),
             delivered: StreamCursor::new(StreamPosition::default()),
-            stats: StreamStats::default(),
+            stats: StreamCounters::default(),
+            consistent: None,
         }
     }
 
@@ -111,10 +114,31 @@ impl Vbucket {
     pub(crate) fn reset(&mut self, position: StreamPosition) {
         self.received = StreamCursor::new(position.clone());
         self.delivered = StreamCursor::new(position);
+        self.consistent = None;
     }
 
     pub(crate) fn stats(&self) -> StreamStats {
-        let mut stats = self.stats;
+        let mut stats = self.stats.snapshot();
+        (stats.status, stats.opaque) = match self.stream.as_ref().map(|s| &s.state) {
+            None => (StreamStatus::None, None),
+            Some(StreamState::Queued) => (StreamStatus::Queued, None),
+            Some(StreamState::ResolvingNow { .. }) => (StreamStatus::Resolving, None),
+            Some(StreamState::Requested { opaque }) => (StreamStatus::Requested, Some(*opaque)),
+            Some(StreamState::RetryAt(_)) => (StreamStatus::Retrying, None),
+            Some(StreamState::AwaitingRollbackConfirm) => {
+                (StreamStatus::AwaitingRollbackConfirm, None)
+            }
+            Some(StreamState::Open { opaque }) => (StreamStatus::Open, Some(*opaque)),
+            Some(StreamState::Closing { opaque }) => (StreamStatus::Closing, Some(*opaque)),
+        };
+        stats.vb_uuid = self
+            .received
+            .position()
+            .failover_log
+            .entries
+            .first()
+            .map(|e| e.vbucket_uuid);
+        (stats.held_bytes, stats.held_events) = super::delivery::held(self);
         stats.last_seqno = self.received.last_seqno();
         stats.snapshot = self.received.marker();
         let horizon = match (stats.high_seqno, stats.snapshot) {
@@ -192,6 +216,8 @@ pub(crate) fn receive(
     let event = match message {
         Message::SnapshotMarker(m) => {
             cursor.on_marker(m.start, m.end, m.format.purge_seqno())?;
+            vb.stats.snapshot_flags = Some(m.flags);
+            vb.stats.high_seqno = vb.stats.high_seqno.max(Some(m.end));
             if m.flags.contains(SnapshotFlags::ACK) {
                 stream.ack_marker = Some((m.end, m.opaque));
             }
@@ -270,7 +296,7 @@ pub(crate) fn receive(
             Event::OsoSnapshot(m, credit)
         }
         Message::StreamEnd(m) => {
-            vb.stats.stream_ends += 1;
+            vb.stats.ended(m.reason);
             return Ok(Received::Ended(Event::StreamEnded {
                 vbucket: m.vbucket,
                 reason: m.reason,

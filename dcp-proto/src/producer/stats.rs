@@ -2,6 +2,8 @@
 //! `failovers [vb]` and `dcp`, with the server's stat names for what this
 //! node models; and GET_ALL_VB_SEQNOS.
 
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
 use super::connection::Connection;
 use super::context::Ctx;
 use super::error::CloseReason;
@@ -60,8 +62,25 @@ fn bool_stat(b: bool) -> String {
     if b { "true" } else { "false" }.to_owned()
 }
 
-/// The `eq_dcpq:<name>:*` stats of one producer connection.
-pub(crate) fn connection_stats(conn: &Connection, out: &mut Vec<(String, String)>) {
+/// An instant as the server writes times in stats: whole seconds since the
+/// Unix epoch, by way of the wall clock at `clock.0`.
+fn stat_time(at: Instant, clock: (Instant, SystemTime)) -> String {
+    let (now, wall) = clock;
+    let when = wall
+        .checked_sub(now.saturating_duration_since(at))
+        .unwrap_or(UNIX_EPOCH);
+    when.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .to_string()
+}
+
+/// The `eq_dcpq:<name>:*` stats of one producer connection; `clock` is
+/// now as an instant and as wall-clock time.
+pub(crate) fn connection_stats(
+    conn: &Connection,
+    clock: (Instant, SystemTime),
+    out: &mut Vec<(String, String)>,
+) {
     let Some(dcp) = conn.dcp.as_ref() else {
         return;
     };
@@ -82,6 +101,14 @@ pub(crate) fn connection_stats(conn: &Connection, out: &mut Vec<(String, String)
     put("items_sent", dcp.items_sent.to_string());
     put("items_remaining", remaining.to_string());
     put("total_bytes_sent", dcp.bytes_sent.to_string());
+    put("last_receive_time", stat_time(conn.last_recv, clock));
+    put("noops_sent", dcp.liveness.noops_sent.to_string());
+    if dcp.liveness.noops_sent > 0 {
+        put(
+            "last_noop_sent_time",
+            stat_time(dcp.liveness.last_sent, clock),
+        );
+    }
     put("noop_enabled", bool_stat(dcp.liveness.enabled));
     put(
         "noop_tx_interval",
@@ -143,6 +170,11 @@ pub(crate) fn connection_stats(conn: &Connection, out: &mut Vec<(String, String)
             ("memory_items", s.memory_items.to_string()),
             ("items_sent", s.items_sent.to_string()),
             ("seqno_acknowledged", s.seqno_acknowledged.to_string()),
+            // In memory, the stream reads from a checkpoint cursor.
+            (
+                "cursor_registered",
+                bool_stat(s.state_name() == "in-memory"),
+            ),
         ] {
             put(&format!("{stream}{name}"), value);
         }
@@ -233,9 +265,41 @@ pub(crate) fn stat(conn: &mut Connection, req: &Stat, ctx: &Ctx<'_>) -> Result<(
             ));
             let mut per_conn = Vec::new();
             for c in producers {
-                connection_stats(c, &mut per_conn);
+                connection_stats(c, (ctx.now, ctx.wall_clock), &mut per_conn);
             }
             out.extend(per_conn);
+            Ok(())
+        }
+        "dcpagg" => {
+            // Producer connections grouped by the part of their name before
+            // the first ':' (the server's default separator).
+            let mut groups: std::collections::BTreeMap<String, [u64; 4]> = Default::default();
+            for c in ctx.others.values().chain(core::iter::once(&*conn)) {
+                let Some(dcp) = c.dcp.as_ref().filter(|_| c.closed.is_none()) else {
+                    continue;
+                };
+                let prefix = dcp.name.split(':').next().unwrap_or("").to_owned();
+                let g = groups.entry(prefix).or_default();
+                g[0] += 1;
+                g[1] += dcp.items_sent;
+                g[2] += dcp
+                    .streams
+                    .values()
+                    .map(|s| s.ready_len() as u64)
+                    .sum::<u64>();
+                g[3] += dcp.bytes_sent;
+            }
+            for (prefix, [count, items, remaining, bytes]) in groups {
+                for (name, value) in [
+                    ("count", count),
+                    ("producer_count", count),
+                    ("items_sent", items),
+                    ("items_remaining", remaining),
+                    ("total_bytes", bytes),
+                ] {
+                    out.push((format!("connagg_{prefix}:{name}"), value.to_string()));
+                }
+            }
             Ok(())
         }
         _ => Err(Status::KeyEnoent),

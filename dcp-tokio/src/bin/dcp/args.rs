@@ -19,6 +19,13 @@ Against a running server or cluster node:
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
+
+    /// Log the library's events on stderr at this level or with these
+    /// directives (`info`, `debug`, `dcp_proto=trace,warn`, ...); overrides
+    /// RUST_LOG. Off by default. Document keys are redacted (see `tail
+    /// --log-keys`); values are never logged
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub(crate) log_level: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -219,9 +226,27 @@ pub(crate) struct TailArgs {
     #[arg(long, value_name = "N")]
     pub(crate) limit: Option<u64>,
 
-    /// Print the connection's and streams' counters at exit
+    /// Print the connection's and streams' counters to stderr every SECS
+    /// seconds (10 if not given; 0: only at exit) and a summary at exit;
+    /// with --json, also as {"type":"stats"} records on stdout
+    #[arg(
+        long,
+        value_name = "SECS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "10"
+    )]
+    pub(crate) stats: Option<u64>,
+
+    /// Show document keys in log events (`--log-level trace`) instead of
+    /// redacting them; values are never logged
     #[arg(long)]
-    pub(crate) stats: bool,
+    pub(crate) log_keys: bool,
+
+    /// Hand each snapshot out only once it has arrived whole, holding at
+    /// most BYTES (a larger snapshot passes through, reported)
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) consistent_snapshots: Option<u64>,
 
     /// DCP connection name (unique per connection; `dcp admin` uses it)
     #[arg(long, value_name = "NAME")]

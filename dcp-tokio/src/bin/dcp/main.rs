@@ -7,9 +7,11 @@ mod checkpoint_file;
 mod cluster_console;
 mod collections;
 mod load;
+mod logging;
 mod output;
 mod serve;
 mod serve_cluster;
+mod stats_report;
 mod tail;
 mod tail_cluster;
 
@@ -31,6 +33,10 @@ impl<T: std::fmt::Display> From<T> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(message) = logging::init(cli.log_level.as_deref()) {
+        eprintln!("error: {message}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

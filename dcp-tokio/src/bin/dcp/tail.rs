@@ -9,7 +9,8 @@ use std::time::Duration;
 use dcp_tokio::dcp_proto::auth::Credentials;
 use dcp_tokio::dcp_proto::codec::Status;
 use dcp_tokio::dcp_proto::consumer::{
-    CommandError, ConsumerConfig, ConsumerError, Event, StreamFilter, StreamStart,
+    CommandError, ConnectionStats, ConsumerConfig, ConsumerError, Event, StreamFilter, StreamStart,
+    StreamStats,
 };
 use dcp_tokio::dcp_proto::session::Checkpoint;
 use dcp_tokio::{Connection, Error, ServerHandle};
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::args::{StartFrom, TailArgs, parse_vbuckets};
 use crate::output::{bytes, change_size, json_line_in, thousands};
+use crate::stats_report::{self, StatsReporter};
 use crate::{Failure, admin, checkpoint_file, collections, serve};
 
 /// The vbuckets "all" means: Couchbase's default count. Vbuckets a node
@@ -99,7 +101,12 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
         .with_auto_ack(true)
         .with_buffer_size(args.window)
         .with_sync_writes(args.sync_writes)
-        .with_collections(collections);
+        .with_collections(collections)
+        .with_log_keys(args.log_keys);
+    let config = match args.consistent_snapshots {
+        Some(limit) => config.with_consistent_snapshots(limit),
+        None => config,
+    };
     let connected = if uses_tls(&args) {
         let tls = client_tls(&args)?;
         let host = server_name(&addr);
@@ -166,6 +173,7 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
     tokio::pin!(stop);
     let mut ticker = tokio::time::interval_at(Instant::now() + TICK, TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut reporter = StatsReporter::new(args.stats);
 
     let end = loop {
         if progress.open.is_empty() {
@@ -180,6 +188,13 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
             _ = ticker.tick() => {
                 if show_progress {
                     print_progress(&mut progress, &conn, stderr_is_terminal);
+                }
+                if reporter.due(std::time::Instant::now()) {
+                    let (c, streams) = stats_of(&conn);
+                    eprintln!("{}{}", if show_progress && stderr_is_terminal { "\r\x1b[2K" } else { "" }, reporter.line(&c, &streams));
+                    if args.json && write_record(&mut out, &stats_report::record(&c, &streams, false)).is_err() {
+                        break End::OutputClosed;
+                    }
                 }
                 if out.flush().is_err() {
                     break End::OutputClosed;
@@ -204,6 +219,10 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
         }
     };
 
+    if args.stats.is_some() && args.json {
+        let (c, streams) = stats_of(&conn);
+        let _ = write_record(&mut out, &stats_report::record(&c, &streams, true));
+    }
     let flushed = out.flush().is_ok();
     if show_progress && stderr_is_terminal {
         eprint!("\r\x1b[2K");
@@ -232,8 +251,9 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
     if progress.rollbacks > 0 {
         notes.push_str(&format!("; {} rollbacks", progress.rollbacks));
     }
-    if args.stats {
-        print_stats(&conn, &vbuckets);
+    if args.stats.is_some() {
+        let (c, streams) = stats_of(&conn);
+        eprint!("{}", stats_report::summary(&c, &streams));
     }
     match end {
         End::AllEnded => {
@@ -388,31 +408,15 @@ fn print_progress(progress: &mut Progress, conn: &Connection, terminal: bool) {
     }
 }
 
-fn print_stats(conn: &Connection, vbuckets: &[u16]) {
-    let s = conn.stats();
-    eprintln!(
-        "connection: {} bytes received in {} frames, {} sent; {} buffer acks ({} bytes acked, {} unacked); {} noops answered",
-        s.bytes_received,
-        s.frames_received,
-        s.bytes_sent,
-        s.buffer_acks_sent,
-        s.acked_bytes,
-        s.unacked_bytes,
-        s.noops_answered
-    );
-    let (mut items, mut rollbacks, mut requests, mut ends, mut streamed) = (0, 0, 0, 0, 0);
-    for vb in vbuckets {
-        if let Some(st) = conn.stream_stats(*vb) {
-            streamed += 1;
-            items += st.items;
-            rollbacks += st.rollbacks;
-            requests += st.requests;
-            ends += st.stream_ends;
-        }
-    }
-    eprintln!(
-        "streams: {streamed} vbuckets, {items} changes, {requests} stream requests, {rollbacks} rollbacks, {ends} ended by the server"
-    );
+/// The connection's counters and its streams'.
+fn stats_of(conn: &Connection) -> (ConnectionStats, Vec<(u16, StreamStats)>) {
+    (conn.stats(), conn.consumer().all_stream_stats().collect())
+}
+
+/// One JSON record line.
+pub(crate) fn write_record(out: &mut impl Write, record: &serde_json::Value) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, record)?;
+    out.write_all(b"\n")
 }
 
 fn default_name() -> String {

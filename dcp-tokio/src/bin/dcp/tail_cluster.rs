@@ -11,13 +11,17 @@ use dcp_tokio::dcp_proto::auth::Credentials;
 use dcp_tokio::dcp_proto::cluster::{
     ConnectionString, InitialStart, Network, OrchestratorConfig, VbucketSelection,
 };
-use dcp_tokio::dcp_proto::consumer::{ConfigPush, ConsumerConfig, Event};
+use dcp_tokio::dcp_proto::consumer::{
+    ConfigPush, ConnectionStats, ConsumerConfig, Event, StreamStats,
+};
 use dcp_tokio::dcp_proto::session::Checkpoint;
 use dcp_tokio::rustls::ClientConfig;
 use tokio::time::Instant;
 
 use crate::args::{StartFrom, TailArgs, parse_vbuckets};
 use crate::output::{bytes, change_size, json_line, thousands};
+use crate::stats_report::{self, StatsReporter};
+use crate::tail::write_record;
 use crate::{Failure, checkpoint_file};
 
 const TICK: Duration = Duration::from_secs(1);
@@ -43,7 +47,14 @@ pub(crate) async fn run(
         // Topology changes arrive as pushes (brief: the version, then the
         // config is fetched), not only from the periodic poll.
         .with_config_push(ConfigPush::Brief)
-        .with_dedupe_not_my_vbucket(true);
+        .with_dedupe_not_my_vbucket(true)
+        .with_log_keys(args.log_keys);
+    if args.consistent_snapshots.is_some() {
+        // The cluster checkpoint follows every event, not snapshot ends.
+        return Err(Failure(
+            "--consistent-snapshots streams one node; it is not supported for couchbase:// clusters yet".to_owned(),
+        ));
+    }
     let network = ConnectionString::parse(address).map_or(Network::Auto, |cs| cs.network);
     let mut settings = OrchestratorConfig::new()
         .with_network(network)
@@ -91,6 +102,7 @@ pub(crate) async fn run(
     let stop = crate::tail::stop_signal();
     tokio::pin!(stop);
     let (mut items, mut item_bytes, mut rollbacks) = (0u64, 0u64, 0u64);
+    let mut reporter = StatsReporter::new(args.stats);
     let mut failure = None;
     loop {
         if args.limit.is_some_and(|limit| items >= limit) {
@@ -109,6 +121,13 @@ pub(crate) async fn run(
                         bytes(item_bytes),
                         if stderr_is_terminal { "" } else { "\n" },
                     );
+                }
+                if reporter.due(std::time::Instant::now()) {
+                    let (c, streams) = stats_of(&conn);
+                    eprintln!("{}{}", if show_progress && stderr_is_terminal { "\r\x1b[2K" } else { "" }, reporter.line(&c, &streams));
+                    if args.json && write_record(&mut out, &stats_report::record(&c, &streams, false)).is_err() {
+                        break;
+                    }
                 }
                 if out.flush().is_err() {
                     break;
@@ -143,6 +162,13 @@ pub(crate) async fn run(
             },
         }
     }
+    if args.stats.is_some() {
+        let (c, streams) = stats_of(&conn);
+        if args.json {
+            let _ = write_record(&mut out, &stats_report::record(&c, &streams, true));
+        }
+        eprint!("{}", stats_report::summary(&c, &streams));
+    }
     let flushed = out.flush().is_ok();
     if show_progress && stderr_is_terminal {
         eprint!("\r\x1b[2K");
@@ -174,4 +200,14 @@ fn save(saved: &mut Checkpoint, conn: &ClusterConnection, path: &Path) -> Result
         return Ok(());
     }
     checkpoint_file::save(path, saved)
+}
+
+/// The cluster's counters added up, and each selected vbucket's.
+fn stats_of(conn: &ClusterConnection) -> (ConnectionStats, Vec<(u16, StreamStats)>) {
+    let streams = conn
+        .orchestrator()
+        .vbuckets()
+        .filter_map(|vb| conn.stream_stats(vb).map(|s| (vb, s)))
+        .collect();
+    (conn.stats(), streams)
 }
