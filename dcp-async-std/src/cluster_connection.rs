@@ -217,7 +217,7 @@ impl ClusterConnection {
         connection_string: &str,
         dial: Dial,
         mut config: ConsumerConfig,
-        settings: OrchestratorConfig,
+        mut settings: OrchestratorConfig,
         checkpoint: Checkpoint,
         spawn: impl Fn(Task) + Send + Sync + 'static,
     ) -> Result<Self, Error> {
@@ -228,10 +228,7 @@ impl ClusterConnection {
                     .to_owned(),
             ));
         }
-        if let Some(bucket) = parsed.bucket {
-            config.bucket = bucket;
-        }
-        config.auto_ack = true;
+        parsed.configure(&mut config, &mut settings);
         let (sender, reports) = async_channel::bounded(REPORT_QUEUE);
         let mut this = ClusterConnection {
             orchestrator: ClusterOrchestrator::new(settings, checkpoint),

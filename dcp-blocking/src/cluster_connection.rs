@@ -218,7 +218,7 @@ impl ClusterConnection {
         connection_string: &str,
         dial: Dial,
         mut config: ConsumerConfig,
-        settings: OrchestratorConfig,
+        mut settings: OrchestratorConfig,
         checkpoint: Checkpoint,
     ) -> Result<Self, Error> {
         let parsed = ConnectionString::parse(connection_string)?;
@@ -228,10 +228,7 @@ impl ClusterConnection {
                     .to_owned(),
             ));
         }
-        if let Some(bucket) = parsed.bucket {
-            config.bucket = bucket;
-        }
-        config.auto_ack = true;
+        parsed.configure(&mut config, &mut settings);
         let (sender, reports) = mpsc::sync_channel(REPORT_QUEUE);
         let mut this = ClusterConnection {
             orchestrator: ClusterOrchestrator::new(settings, checkpoint),

@@ -160,6 +160,9 @@ pub struct ClusterConnection {
     dial: Dial,
     /// Counters of connections no longer running.
     gone: ConnectionStats,
+    /// Links told to stop whose tasks may still publish their last
+    /// counters; folded into `gone` once finished.
+    retiring: Vec<Link>,
     /// Node connections established, and the nodes they were to.
     connects: u64,
     nodes_seen: HashSet<NodeAddress>,
@@ -214,7 +217,7 @@ impl ClusterConnection {
         connection_string: &str,
         dial: Dial,
         mut config: ConsumerConfig,
-        settings: OrchestratorConfig,
+        mut settings: OrchestratorConfig,
         checkpoint: Checkpoint,
     ) -> Result<Self, Error> {
         let parsed = ConnectionString::parse(connection_string)
@@ -225,10 +228,7 @@ impl ClusterConnection {
                     .to_owned(),
             ));
         }
-        if let Some(bucket) = parsed.bucket {
-            config.bucket = bucket;
-        }
-        config.auto_ack = true;
+        parsed.configure(&mut config, &mut settings);
         let (sender, reports) = mpsc::channel(REPORT_QUEUE);
         let mut this = ClusterConnection {
             orchestrator: ClusterOrchestrator::new(settings, checkpoint),
@@ -243,6 +243,7 @@ impl ClusterConnection {
             seed_fetch: None,
             dial,
             gone: ConnectionStats::default(),
+            retiring: Vec::new(),
             connects: 0,
             nodes_seen: HashSet::new(),
         };
@@ -347,6 +348,11 @@ impl ClusterConnection {
                 total.merge(&slot.connection);
             }
         }
+        for link in &self.retiring {
+            if let Ok(slot) = link.stats.lock() {
+                total.merge(&stopped(slot.connection));
+            }
+        }
         total.reconnects = self.connects.saturating_sub(self.nodes_seen.len() as u64);
         total
     }
@@ -369,16 +375,24 @@ impl ClusterConnection {
     }
 
     fn retire_link(&mut self, node: &NodeAddress) {
-        if let Some(link) = self.links.remove(node)
-            && let Ok(slot) = link.stats.lock()
-        {
-            let mut last = slot.connection;
-            // What no longer runs holds nothing and has nothing open.
-            last.streams_open = 0;
-            last.unacked_bytes = 0;
-            last.held_bytes = 0;
-            last.connections = 0;
-            self.gone.merge(&last);
+        // Finished tasks published their last counters.
+        let (finished, running): (Vec<Link>, Vec<Link>) = std::mem::take(&mut self.retiring)
+            .into_iter()
+            .partition(|link| link.task.is_finished());
+        self.retiring = running;
+        for link in finished {
+            if let Ok(slot) = link.stats.lock() {
+                self.gone.merge(&stopped(slot.connection));
+            }
+        }
+        if let Some(mut link) = self.links.remove(node) {
+            // Closing its command channel stops the task, which publishes
+            // its counters once more on the way out.
+            drop(std::mem::replace(
+                &mut link.commands,
+                mpsc::unbounded_channel().0,
+            ));
+            self.retiring.push(link);
         }
     }
 
@@ -651,6 +665,7 @@ async fn node_task(
                 let ok = match command {
                     None => {
                         conn.close();
+                        publish(&conn);
                         return;
                     }
                     Some(Command::Open { vbucket, start, end }) => conn.open_stream(vbucket, start, end).is_ok(),
@@ -684,4 +699,14 @@ async fn node_task(
             },
         }
     }
+}
+
+/// The counters of a connection that no longer runs: it holds nothing and
+/// has nothing open.
+fn stopped(mut last: ConnectionStats) -> ConnectionStats {
+    last.streams_open = 0;
+    last.unacked_bytes = 0;
+    last.held_bytes = 0;
+    last.connections = 0;
+    last
 }

@@ -4,7 +4,8 @@
 
 use std::fmt;
 
-use super::Network;
+use super::{Network, OrchestratorConfig};
+use crate::consumer::{ConfigPush, ConsumerConfig};
 
 /// The default data port of `couchbase://` seeds.
 pub const DEFAULT_KV_PORT: u16 = 11210;
@@ -116,6 +117,28 @@ fn parse_host(host: &str, default_port: u16) -> Option<(String, u16)> {
     }
 }
 
+impl ConnectionString {
+    /// Sets up a cluster client's consumer and orchestrator configs from
+    /// the string: its bucket (if it names one), its `network` option
+    /// (unless the orchestrator config chose one), config pushes from the
+    /// nodes (brief notifications, deduplicated NOT_MY_VBUCKET configs)
+    /// unless the consumer config chose them, and automatic acks (the
+    /// cluster client hands out events it has already taken).
+    pub fn configure(&self, config: &mut ConsumerConfig, settings: &mut OrchestratorConfig) {
+        if let Some(bucket) = &self.bucket {
+            config.bucket.clone_from(bucket);
+        }
+        if settings.network == Network::Auto {
+            settings.network = self.network;
+        }
+        if config.config_push == ConfigPush::Off {
+            config.config_push = ConfigPush::Brief;
+            config.dedupe_not_my_vbucket = true;
+        }
+        config.auto_ack = true;
+    }
+}
+
 impl fmt::Display for ConnectionString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let seeds: Vec<String> = self
@@ -185,6 +208,26 @@ mod tests {
         );
         assert_eq!(ConnectionString::parse(&cs.to_string()).unwrap(), cs);
         assert!(ConnectionString::parse("couchbasess://a").is_err());
+    }
+
+    #[test]
+    fn configures_a_cluster_client() {
+        let cs = ConnectionString::parse("couchbase://a/travel?network=external").unwrap();
+        let mut config = ConsumerConfig::new("app", "default");
+        let mut settings = OrchestratorConfig::new();
+        cs.configure(&mut config, &mut settings);
+        assert_eq!(config.bucket, "travel");
+        assert_eq!(settings.network, Network::External);
+        assert_eq!(config.config_push, ConfigPush::Brief);
+        assert!(config.dedupe_not_my_vbucket && config.auto_ack);
+        // What the caller chose stays.
+        let mut config = ConsumerConfig::new("app", "default").with_config_push(ConfigPush::Full);
+        let mut settings = OrchestratorConfig::new().with_network(Network::Default);
+        cs.configure(&mut config, &mut settings);
+        assert_eq!(
+            (config.config_push, settings.network),
+            (ConfigPush::Full, Network::Default)
+        );
     }
 
     #[test]
