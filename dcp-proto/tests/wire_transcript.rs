@@ -15,9 +15,12 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use dcp_proto::bucket::{BucketConfig, WriteOptions};
-use dcp_proto::codec::{Frame, FrameDecoder};
-use dcp_proto::consumer::{Consumer, ConsumerConfig, Event, StreamStart};
+use dcp_proto::bucket::{BucketConfig, StoreMode, SyncWriteMode, WriteOptions};
+use dcp_proto::codec::{DurabilityLevel, Frame, FrameDecoder};
+use dcp_proto::consumer::{
+    ConfigPush, Consumer, ConsumerConfig, ControlSetting, Event, StreamStart,
+};
+use dcp_proto::msg::client::ClustermapNotification;
 use dcp_proto::msg::{Message, OpenFlags};
 use dcp_proto::producer::ConnectionId;
 use in_memory::InMemory;
@@ -184,32 +187,192 @@ fn fields(message: &Message) -> String {
     })
 }
 
+/// A frame decoded as its typed message and encoded again, with the
+/// fields an independent dissector also names.
+fn reencode(frame: &Frame) -> (BytesMut, String) {
+    let mut again = BytesMut::new();
+    if ClustermapNotification::matches(frame) {
+        let push = ClustermapNotification::decode(frame)
+            .unwrap_or_else(|e| panic!("push {frame:?} does not decode: {e}"));
+        push.encode(&mut again).unwrap();
+        return (again, String::new());
+    }
+    let message =
+        Message::decode(frame).unwrap_or_else(|e| panic!("frame {frame:?} does not decode: {e}"));
+    message.encode(&mut again).unwrap();
+    (again, fields(&message))
+}
+
+/// The session with the newer protocol: collections (system events,
+/// collection-prefixed keys), sync writes (PREPARE, COMMIT, ABORT), pushed
+/// cluster configs, then an OSO backfill on a second connection.
+fn record_modern_session() -> Vec<(Direction, Frame)> {
+    let bucket = BucketConfig::new(BUCKET)
+        .with_vbuckets(VBUCKETS)
+        .with_checkpoints(8, 3);
+    let node = config(VBUCKETS)
+        .with_bucket(bucket)
+        .with_oso_for_unfiltered_streams(true);
+    let mut session = Session {
+        link: InMemory::new(node),
+        events: Vec::new(),
+    };
+    session.link.recording = Some(Vec::new());
+    session.write(0, 20);
+    let wall = session.link.node.wall_clock(session.link.now);
+    let bucket = session.link.node.bucket_mut();
+    bucket.create_scope("inventory", wall).unwrap();
+    let hotels = bucket
+        .create_collection("inventory", "hotels", None, wall)
+        .unwrap();
+    for i in 0..12 {
+        let key = format!("hotel-{i}");
+        bucket
+            .set_in(
+                hotels.id,
+                key.as_bytes(),
+                "{\"stars\":4}",
+                WriteOptions::new(),
+                wall,
+            )
+            .unwrap();
+    }
+    bucket
+        .durable_store(
+            StoreMode::Set,
+            b"durable-1",
+            "{\"d\":1}",
+            WriteOptions::new(),
+            DurabilityLevel::Majority,
+            wall,
+        )
+        .unwrap();
+    bucket.set_sync_write_mode(SyncWriteMode::Hold);
+    bucket
+        .durable_store(
+            StoreMode::Set,
+            b"durable-2",
+            "{\"d\":2}",
+            WriteOptions::new(),
+            DurabilityLevel::Majority,
+            wall,
+        )
+        .unwrap();
+    bucket.abort_sync_write(b"durable-2", wall).unwrap();
+
+    let config = ConsumerConfig::new("transcript:2", BUCKET)
+        .with_collections(true)
+        .with_sync_writes(true)
+        .with_config_push(ConfigPush::Full)
+        .with_auto_ack(true);
+    let (mut consumer, conn) = session.link.connect(config, USER, PASSWORD);
+    session.pump(&mut consumer, conn);
+    for vb in 0..VBUCKETS {
+        consumer
+            .open_stream(vb, StreamStart::Beginning, None)
+            .unwrap();
+    }
+    session.pump(&mut consumer, conn);
+    let wall = session.link.node.wall_clock(session.link.now);
+    session
+        .link
+        .node
+        .bucket_mut()
+        .drop_collection("inventory", "hotels", wall)
+        .unwrap();
+    session
+        .link
+        .node
+        .set_cluster_config(7, br#"{"rev":7,"name":"default"}"#.to_vec());
+    session.link.node.push_cluster_config();
+    session.pump(&mut consumer, conn);
+    session.link.node.remove(conn);
+
+    // OSO: an initial backfill in key order (enough writes that vbucket 0
+    // streams from disk first).
+    session.write(100, 400);
+    let config = ConsumerConfig::new("transcript:3", BUCKET)
+        .with_collections(true)
+        .with_control(ControlSetting::required(
+            "enable_out_of_order_snapshots",
+            "true_with_seqno_advanced",
+        ))
+        .with_auto_ack(true);
+    let (mut consumer, conn) = session.link.connect(config, USER, PASSWORD);
+    session.pump(&mut consumer, conn);
+    consumer
+        .open_stream(0, StreamStart::Beginning, None)
+        .unwrap();
+    session.pump(&mut consumer, conn);
+    session.frames()
+}
+
+#[test]
+fn every_frame_of_a_modern_session_decodes_and_reencodes_identically() {
+    let frames = record_modern_session();
+    let mut names = BTreeMap::<String, usize>::new();
+    let mut transcript = String::new();
+    for (direction, frame) in &frames {
+        let (again, fields) = reencode(frame);
+        assert_eq!(&again[..], &frame.as_bytes()[..], "{direction:?} {frame:?}");
+        let name = format!("{:?}/{:?}", frame.magic(), frame.opcode());
+        *names.entry(name.clone()).or_default() += 1;
+        let _ = writeln!(
+            transcript,
+            "{} {} # {name}{fields}",
+            side(*direction),
+            hex(frame)
+        );
+    }
+    for wanted in [
+        "ClientRequest/DcpSystemEvent",
+        "ClientRequest/DcpPrepare",
+        "ClientRequest/DcpCommit",
+        "ClientRequest/DcpAbort",
+        "ClientRequest/DcpOsoSnapshot",
+        "ServerRequest/",
+    ] {
+        assert!(
+            names.keys().any(|name| name.starts_with(wanted)),
+            "no {wanted} frame in the session: {names:?}"
+        );
+    }
+    if let Ok(path) = std::env::var("DCP_TRANSCRIPT_OUT") {
+        let path = format!("{path}.modern");
+        std::fs::write(&path, transcript).expect("transcript written");
+    }
+}
+
+fn side(direction: Direction) -> char {
+    match direction {
+        Direction::Client => 'C',
+        Direction::Server => 'S',
+    }
+}
+
+fn hex(frame: &Frame) -> String {
+    frame.as_bytes().iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
 #[test]
 fn every_frame_of_a_session_decodes_and_reencodes_identically() {
     let frames = record_session();
     let mut opcodes = BTreeMap::<(Direction, String), usize>::new();
     let mut transcript = String::new();
     for (direction, frame) in &frames {
-        let message = Message::decode(frame)
-            .unwrap_or_else(|e| panic!("{direction:?} frame {frame:?} does not decode: {e}"));
-        let mut again = BytesMut::new();
-        message.encode(&mut again).unwrap();
-        assert_eq!(
-            &again[..],
-            &frame.as_bytes()[..],
-            "{direction:?} {message:?} re-encodes differently"
-        );
+        let (again, fields) = reencode(frame);
+        assert_eq!(&again[..], &frame.as_bytes()[..], "{direction:?} {frame:?}");
         let name = format!("{:?}/{:?}", frame.magic(), frame.opcode());
         *opcodes.entry((*direction, name.clone())).or_default() += 1;
-        let side = match direction {
-            Direction::Client => 'C',
-            Direction::Server => 'S',
-        };
-        let hex: String = frame.as_bytes().iter().fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        });
-        let _ = writeln!(transcript, "{side} {hex} # {name}{}", fields(&message));
+        let _ = writeln!(
+            transcript,
+            "{} {} # {name}{fields}",
+            side(*direction),
+            hex(frame)
+        );
     }
 
     // The session covers the whole ordinary life of a connection.
