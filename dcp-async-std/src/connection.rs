@@ -11,9 +11,9 @@ use async_net::{AsyncToSocketAddrs, TcpStream};
 use bytes::{Buf, BytesMut};
 use dcp_proto::consumer::{
     ConnectionStats, Consumer, ConsumerConfig, ConsumerError, Credit, Event, Negotiated,
-    StreamStart, StreamStats,
+    StreamFilter, StreamStart, StreamStats,
 };
-use dcp_proto::session::Checkpoint;
+use dcp_proto::session::{Checkpoint, StreamKey};
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::{AsyncWriteExt, future};
 
@@ -188,8 +188,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// A stream's counters.
-    pub fn stream_stats(&self, vbucket: u16) -> Option<StreamStats> {
-        self.consumer.stream_stats(vbucket)
+    pub fn stream_stats(&self, stream: impl Into<StreamKey>) -> Option<StreamStats> {
+        self.consumer.stream_stats(stream)
     }
 
     /// The sans-IO consumer, for its other getters.
@@ -216,25 +216,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     // ----- commands ------------------------------------------------------
 
-    /// Opens a stream for `vbucket` from `start`, up to and including
+    /// Opens a stream (a vbucket number, or a [`StreamKey`] with a stream
+    /// id) from `start`, up to and including
     /// `end_seqno` (`None`: endless).
     pub fn open_stream(
         &mut self,
-        vbucket: u16,
+        stream: impl Into<StreamKey>,
         start: StreamStart,
         end_seqno: Option<u64>,
     ) -> Result<(), Error> {
-        Ok(self.consumer.open_stream(vbucket, start, end_seqno)?)
+        Ok(self.consumer.open_stream(stream, start, end_seqno)?)
     }
 
-    /// Closes the stream of `vbucket`; an [`Event::StreamEnded`] follows.
-    pub fn close_stream(&mut self, vbucket: u16) -> Result<(), Error> {
-        Ok(self.consumer.close_stream(vbucket)?)
+    /// Opens a stream streaming only what `filter` selects (collections
+    /// connections); see [`Consumer::open_filtered_stream`].
+    pub fn open_filtered_stream(
+        &mut self,
+        stream: impl Into<StreamKey>,
+        start: StreamStart,
+        end_seqno: Option<u64>,
+        filter: StreamFilter,
+    ) -> Result<(), Error> {
+        Ok(self
+            .consumer
+            .open_filtered_stream(stream, start, end_seqno, filter)?)
+    }
+
+    /// Closes a stream (a vbucket number or a [`StreamKey`]); an [`Event::StreamEnded`] follows.
+    pub fn close_stream(&mut self, stream: impl Into<StreamKey>) -> Result<(), Error> {
+        Ok(self.consumer.close_stream(stream)?)
     }
 
     /// Continues a stream waiting for a rollback confirmation.
-    pub fn confirm_rollback(&mut self, vbucket: u16) -> Result<(), Error> {
-        Ok(self.consumer.confirm_rollback(vbucket)?)
+    pub fn confirm_rollback(&mut self, stream: impl Into<StreamKey>) -> Result<(), Error> {
+        Ok(self.consumer.confirm_rollback(stream)?)
     }
 
     /// Returns an event's flow-control credit once the application is done

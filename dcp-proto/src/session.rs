@@ -8,6 +8,7 @@
 //! not seen).
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU16;
 
 use serde::{Deserialize, Serialize};
 
@@ -183,16 +184,118 @@ impl StreamPosition {
     }
 }
 
+/// Names one stream of a connection: its vbucket and, on a connection
+/// with stream ids (`enable_stream_id`), its stream id (1..=65535). Several
+/// streams of one vbucket, each with its own id (and usually its own
+/// collections filter), can then share a connection.
+///
+/// A plain `u16` converts into the key of a vbucket's only stream, so
+/// every method taking `impl Into<StreamKey>` takes a vbucket number too.
+///
+/// ```
+/// use dcp_proto::session::StreamKey;
+/// let plain = StreamKey::from(5);
+/// assert_eq!((plain.vbucket(), plain.stream_id()), (5, None));
+/// let second = StreamKey::with_stream_id(5, 2).unwrap();
+/// assert_eq!(second.stream_id(), Some(2));
+/// assert_eq!(second.to_string(), "vbucket 5 (stream id 2)");
+/// assert!(StreamKey::with_stream_id(5, 0).is_none());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamKey {
+    vbucket: u16,
+    stream_id: Option<NonZeroU16>,
+}
+
+impl StreamKey {
+    /// The key of `vbucket`'s only stream (no stream id).
+    pub const fn new(vbucket: u16) -> Self {
+        Self {
+            vbucket,
+            stream_id: None,
+        }
+    }
+
+    /// The key of `vbucket`'s stream `stream_id`; `None` for 0, which the
+    /// protocol reserves (DCP_STREAMID_INVALID).
+    pub fn with_stream_id(vbucket: u16, stream_id: u16) -> Option<Self> {
+        Some(Self {
+            vbucket,
+            stream_id: Some(NonZeroU16::new(stream_id)?),
+        })
+    }
+
+    /// The key a message's vbucket and framed stream id name (a framed 0
+    /// names no stream: the codec refuses it).
+    pub fn of(vbucket: u16, stream_id: Option<u16>) -> Self {
+        Self {
+            vbucket,
+            stream_id: stream_id.and_then(NonZeroU16::new),
+        }
+    }
+
+    /// Every key of `vbucket`, for a range over a map of keys.
+    pub(crate) fn all_of(vbucket: u16) -> std::ops::RangeInclusive<StreamKey> {
+        Self::new(vbucket)..=Self {
+            vbucket,
+            stream_id: Some(NonZeroU16::MAX),
+        }
+    }
+
+    /// The vbucket.
+    pub const fn vbucket(&self) -> u16 {
+        self.vbucket
+    }
+
+    /// The stream id, if the stream has one.
+    pub fn stream_id(&self) -> Option<u16> {
+        self.stream_id.map(NonZeroU16::get)
+    }
+}
+
+impl From<u16> for StreamKey {
+    fn from(vbucket: u16) -> Self {
+        Self::new(vbucket)
+    }
+}
+
+impl std::fmt::Display for StreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "vbucket {}", self.vbucket)?;
+        if let Some(sid) = self.stream_id {
+            write!(f, " (stream id {sid})")?;
+        }
+        Ok(())
+    }
+}
+
 /// Every stream's position, serializable (JSON via serde) and versioned.
 ///
 /// Feed a stream's position back through the consumer's `open_stream` to
 /// resume it exactly, including mid-snapshot.
+///
+/// ```
+/// use dcp_proto::session::{Checkpoint, StreamKey, StreamPosition};
+/// let mut checkpoint = Checkpoint::new();
+/// checkpoint.insert(3, StreamPosition::default());
+/// let filtered = StreamKey::with_stream_id(3, 7).unwrap();
+/// checkpoint.insert(filtered, StreamPosition::default());
+/// let json = checkpoint.to_json().unwrap();
+/// let back = Checkpoint::from_json(&json).unwrap();
+/// assert_eq!(back, checkpoint);
+/// assert_eq!(back.streams().count(), 2);
+/// assert!(back.position(filtered).is_some());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Format version; [`Checkpoint::VERSION`] for this crate.
     pub version: u32,
-    /// Position per vbucket.
+    /// Position per vbucket (streams without a stream id).
     pub vbuckets: BTreeMap<u16, StreamPosition>,
+    /// Positions of streams opened with a stream id: vbucket, then stream
+    /// id. Absent from the JSON when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stream_ids: BTreeMap<u16, BTreeMap<u16, StreamPosition>>,
 }
 
 impl Checkpoint {
@@ -204,7 +307,45 @@ impl Checkpoint {
         Self {
             version: Self::VERSION,
             vbuckets: BTreeMap::new(),
+            stream_ids: BTreeMap::new(),
         }
+    }
+
+    /// One stream's position.
+    pub fn position(&self, key: impl Into<StreamKey>) -> Option<&StreamPosition> {
+        let key = key.into();
+        match key.stream_id() {
+            None => self.vbuckets.get(&key.vbucket()),
+            Some(sid) => self.stream_ids.get(&key.vbucket())?.get(&sid),
+        }
+    }
+
+    /// Sets one stream's position.
+    pub fn insert(&mut self, key: impl Into<StreamKey>, position: StreamPosition) {
+        let key = key.into();
+        match key.stream_id() {
+            None => {
+                self.vbuckets.insert(key.vbucket(), position);
+            }
+            Some(sid) => {
+                self.stream_ids
+                    .entry(key.vbucket())
+                    .or_default()
+                    .insert(sid, position);
+            }
+        }
+    }
+
+    /// Every stream's position, in key order (vbucket, then stream id).
+    pub fn streams(&self) -> impl Iterator<Item = (StreamKey, &StreamPosition)> + '_ {
+        let plain = self.vbuckets.iter().map(|(vb, p)| (StreamKey::new(*vb), p));
+        let with_ids = self.stream_ids.iter().flat_map(|(vb, ids)| {
+            ids.iter()
+                .map(move |(sid, p)| (StreamKey::of(*vb, Some(*sid)), p))
+        });
+        let mut all: Vec<_> = plain.chain(with_ids).collect();
+        all.sort_by_key(|(key, _)| *key);
+        all.into_iter()
     }
 
     /// Parses a JSON checkpoint, refusing versions this crate does not know.
@@ -212,6 +353,13 @@ impl Checkpoint {
         let checkpoint: Checkpoint = serde_json::from_slice(json)?;
         if checkpoint.version != Self::VERSION {
             return Err(CheckpointError::Version(checkpoint.version));
+        }
+        if checkpoint
+            .stream_ids
+            .values()
+            .any(|ids| ids.contains_key(&0))
+        {
+            return Err(CheckpointError::StreamIdZero);
         }
         Ok(checkpoint)
     }
@@ -232,6 +380,9 @@ pub enum CheckpointError {
     /// A format version this crate does not read.
     #[error("unsupported checkpoint version {0}")]
     Version(u32),
+    /// A stream id 0 (reserved by the protocol).
+    #[error("stream id 0 in a checkpoint")]
+    StreamIdZero,
 }
 
 /// A rule of the stream's message order that the producer broke.

@@ -31,8 +31,9 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::bucket::{Bucket, WriteOptions};
-use crate::consumer::Event;
+use crate::consumer::{Event, StreamFilter};
 use crate::msg::{CollectionKey, DEFAULT_COLLECTION, SystemEventData};
+use crate::session::StreamKey;
 
 /// Live documents of one vbucket: key → (seqno, value).
 pub type Live = BTreeMap<Bytes, (u64, Bytes)>;
@@ -121,6 +122,139 @@ pub fn write_sample(bucket: &mut Bucket, from: u64, n: u64, now: SystemTime) {
                 now,
             );
         }
+    }
+}
+
+/// Writes `n` documents `{"n":i}` (keys cycling over 31 names) into
+/// `collection` of `bucket`, for `i` in `from..from + n`.
+pub fn write_in(
+    bucket: &mut Bucket,
+    collection: u32,
+    from: u64,
+    n: u64,
+    now: SystemTime,
+) -> Result<(), crate::bucket::BucketError> {
+    for i in from..from + n {
+        let key = format!("key-{}", i % 31);
+        bucket.set_in(
+            collection,
+            key.as_bytes(),
+            format!("{{\"n\":{i}}}"),
+            WriteOptions::new(),
+            now,
+        )?;
+    }
+    Ok(())
+}
+
+/// One [`MaterializedView`] (with collections) per stream id, for a
+/// connection that runs several streams of a vbucket (stream ids enabled).
+/// Events of a stream without an id count as stream id 0; events of no
+/// stream are ignored.
+#[derive(Debug, Clone, Default)]
+pub struct ViewsByStreamId {
+    views: BTreeMap<u16, MaterializedView>,
+}
+
+impl ViewsByStreamId {
+    /// Applies one event to the view of its stream id.
+    pub fn apply(&mut self, event: &Event) -> Result<(), OutOfOrder> {
+        let Some(stream) = event.stream_key() else {
+            return Ok(());
+        };
+        self.views
+            .entry(stream.stream_id().unwrap_or(0))
+            .or_insert_with(MaterializedView::with_collections)
+            .apply(event)
+    }
+
+    /// The view of `stream_id`, if any of its events arrived.
+    pub fn view(&self, stream_id: u16) -> Option<&MaterializedView> {
+        self.views.get(&stream_id)
+    }
+
+    /// The live documents of `vb` as stream `stream_id` saw them.
+    pub fn live_all(&self, stream_id: u16, vb: u16) -> LiveByCollection {
+        self.view(stream_id)
+            .map(|view| view.live_all(vb))
+            .unwrap_or_default()
+    }
+}
+
+/// The fixture of the stream-id loopback tests: a collection `hotels` in
+/// scope `inventory` beside the default collection, and two streams per
+/// vbucket on one connection, stream id [`TwoStreamsPerVbucket::HOTELS`]
+/// following `hotels` and [`TwoStreamsPerVbucket::DEFAULT`] the default
+/// collection.
+#[derive(Debug, Clone, Copy)]
+pub struct TwoStreamsPerVbucket {
+    /// The id of the `hotels` collection.
+    pub hotels: u32,
+    vbuckets: u16,
+}
+
+impl TwoStreamsPerVbucket {
+    /// The stream id of each vbucket's stream of `hotels`.
+    pub const HOTELS: u16 = 1;
+    /// The stream id of each vbucket's stream of the default collection.
+    pub const DEFAULT: u16 = 2;
+
+    /// Creates the scope and collection in `bucket`.
+    pub fn create(
+        bucket: &mut Bucket,
+        now: SystemTime,
+    ) -> Result<Self, crate::bucket::BucketError> {
+        bucket.create_scope("inventory", now)?;
+        let hotels = bucket
+            .create_collection("inventory", "hotels", None, now)?
+            .id;
+        Ok(Self {
+            hotels,
+            vbuckets: bucket.vbuckets().count() as u16,
+        })
+    }
+
+    /// Every stream: both stream ids of every vbucket.
+    pub fn streams(&self) -> Vec<StreamKey> {
+        (0..self.vbuckets)
+            .flat_map(|vb| [Self::HOTELS, Self::DEFAULT].map(|sid| StreamKey::of(vb, Some(sid))))
+            .collect()
+    }
+
+    /// The collection stream `key` follows.
+    pub fn collection(&self, key: StreamKey) -> u32 {
+        if key.stream_id() == Some(Self::HOTELS) {
+            self.hotels
+        } else {
+            DEFAULT_COLLECTION
+        }
+    }
+
+    /// The filter to open stream `key` with.
+    pub fn filter(&self, key: StreamKey) -> StreamFilter {
+        StreamFilter::Collections(vec![self.collection(key)])
+    }
+
+    /// Writes `n` documents into each collection (see [`write_in`]).
+    pub fn write(
+        &self,
+        bucket: &mut Bucket,
+        from: u64,
+        n: u64,
+        now: SystemTime,
+    ) -> Result<(), crate::bucket::BucketError> {
+        for collection in [self.hotels, DEFAULT_COLLECTION] {
+            write_in(bucket, collection, from, n, now)?;
+        }
+        Ok(())
+    }
+
+    /// Whether stream `key` holds what `bucket` holds of its collection.
+    pub fn caught_up(&self, bucket: &Bucket, views: &ViewsByStreamId, key: StreamKey) -> bool {
+        let collection = self.collection(key);
+        let sid = key.stream_id().unwrap_or(0);
+        views.live_all(sid, key.vbucket())
+            == live_documents_in(bucket, key.vbucket(), |c| c == collection)
     }
 }
 
@@ -264,7 +398,7 @@ impl MaterializedView {
                 }
                 Ok(())
             }
-            Event::Rollback { vbucket, seqno } => {
+            Event::Rollback { vbucket, seqno, .. } => {
                 self.rollback(*vbucket, *seqno);
                 Ok(())
             }
@@ -507,6 +641,7 @@ mod tests {
             })
         );
         view.apply(&Event::Rollback {
+            stream_id: None,
             vbucket: 0,
             seqno: 1,
         })

@@ -206,6 +206,7 @@ impl Model {
                     && conn.streams.remove(&vbucket)
                 {
                     conn.queue.push_back(Event::StreamEnded {
+                        stream_id: None,
                         vbucket,
                         reason: StreamEndReason::Closed,
                         credit: Credit::NONE,
@@ -240,6 +241,7 @@ impl Model {
                 return;
             };
             conn.queue.push_back(Event::StreamFailed {
+                stream_id: None,
                 vbucket: vb,
                 status: Status::NotMyVbucket,
                 body,
@@ -263,12 +265,14 @@ impl Model {
         let mut from = resume.start_seqno;
         if let Some(r) = needs_rollback(&truth.log, &query) {
             conn.queue.push_back(Event::Rollback {
+                stream_id: None,
                 vbucket: vb,
                 seqno: r,
             });
             from = r;
         }
         conn.queue.push_back(Event::StreamOpened {
+            stream_id: None,
             vbucket: vb,
             failover_log: truth.log.clone(),
         });
@@ -303,6 +307,7 @@ impl Model {
             && conn.streams.remove(&vb)
         {
             conn.queue.push_back(Event::StreamEnded {
+                stream_id: None,
                 vbucket: vb,
                 reason: StreamEndReason::StateChanged,
                 credit: Credit::NONE,
@@ -354,7 +359,7 @@ impl Model {
 
     fn apply_to_view(&mut self, event: &Event) {
         match event {
-            Event::Rollback { vbucket, seqno } => {
+            Event::Rollback { vbucket, seqno, .. } => {
                 self.view[usize::from(*vbucket)].retain(|i| i.0 <= *seqno);
             }
             Event::Mutation(m, _) => {

@@ -75,6 +75,7 @@ fn log(entries: &[(u64, u64)]) -> FailoverLog {
 
 fn opened(vbucket: u16, entries: &[(u64, u64)]) -> Event {
     Event::StreamOpened {
+        stream_id: None,
         vbucket,
         failover_log: log(entries),
     }
@@ -118,6 +119,7 @@ fn mutation(vbucket: u16, seqno: u64) -> Event {
 
 fn ended(vbucket: u16, reason: StreamEndReason) -> Event {
     Event::StreamEnded {
+        stream_id: None,
         vbucket,
         reason,
         credit: Credit::NONE,
@@ -126,6 +128,7 @@ fn ended(vbucket: u16, reason: StreamEndReason) -> Event {
 
 fn failed(vbucket: u16, status: Status) -> Event {
     Event::StreamFailed {
+        stream_id: None,
         vbucket,
         status,
         body: Bytes::new(),
@@ -574,6 +577,7 @@ fn failover_reopens_on_the_promoted_replica_and_obeys_rollback() {
     assert!(sim.event(
         "n1",
         Event::Rollback {
+            stream_id: None,
             vbucket: 8,
             seqno: 30
         }

@@ -117,6 +117,7 @@ impl Sim {
 
 fn opened(vbucket: u16) -> Event {
     Event::StreamOpened {
+        stream_id: None,
         vbucket,
         failover_log: FailoverLog::new(vec![FailoverEntry {
             vbucket_uuid: 0xA,
@@ -155,6 +156,7 @@ fn step(what: &'static str, host: &str, vb: u16) -> (&'static str, String, Optio
 
 fn refusal(vbucket: u16, body: Vec<u8>) -> Event {
     Event::StreamFailed {
+        stream_id: None,
         vbucket,
         status: Status::NotMyVbucket,
         body: Bytes::from(body),
@@ -177,6 +179,7 @@ fn a_pushed_config_moves_streams_at_once() {
     // The old owner's StateChanged end, arriving after the push, is the
     // end of a stream already closed: no fetch, nothing more.
     let end = Event::StreamEnded {
+        stream_id: None,
         vbucket: 0,
         reason: StreamEndReason::StateChanged,
         credit: Credit::NONE,
@@ -223,6 +226,7 @@ fn a_not_my_vbucket_body_newer_than_the_config_is_applied_first() {
     sim.event(
         "n1",
         Event::StreamEnded {
+            stream_id: None,
             vbucket: 2,
             reason: StreamEndReason::Ok,
             credit: Credit::NONE,
@@ -244,6 +248,7 @@ fn a_not_my_vbucket_body_that_is_not_newer_falls_back_to_a_fetch() {
         sim.event(
             "n1",
             Event::StreamEnded {
+                stream_id: None,
                 vbucket: 2,
                 reason: StreamEndReason::Ok,
                 credit: Credit::NONE,
@@ -268,6 +273,7 @@ fn a_newer_body_that_still_names_the_refusing_node_waits_and_fetches() {
     sim.event(
         "n1",
         Event::StreamEnded {
+            stream_id: None,
             vbucket: 2,
             reason: StreamEndReason::Ok,
             credit: Credit::NONE,

@@ -45,7 +45,8 @@ fn changes_wait_for_the_snapshot_end() {
         Some(Event::SnapshotComplete {
             vbucket: 0,
             start: 1,
-            end: 3
+            end: 3,
+            ..
         })
     ));
     // Held credit was returned as it was held: the events carry none.
@@ -242,6 +243,7 @@ fn the_limit_lets_the_largest_snapshot_through() {
         start: 1,
         end: 100,
         held_bytes,
+        ..
     } = events[0]
     else {
         panic!("{events:?}")

@@ -153,7 +153,7 @@ impl World {
                 self.batch_owner = None;
                 self.complete_at.insert(*vbucket, *end);
             }
-            Event::Rollback { vbucket, seqno } => {
+            Event::Rollback { vbucket, seqno, .. } => {
                 self.complete_at.insert(*vbucket, *seqno);
             }
             Event::Mutation(m, _) => {

@@ -481,6 +481,7 @@ fn rollback_waits_for_confirmation() {
     assert_eq!(
         s.events(),
         [Event::Rollback {
+            stream_id: None,
             vbucket: 0,
             seqno: 40
         }]
@@ -488,7 +489,7 @@ fn rollback_waits_for_confirmation() {
     assert_eq!(s.consumer.position(0).unwrap().last_seqno, 40);
     assert_eq!(
         s.consumer.confirm_rollback(1),
-        Err(CommandError::NoRollbackPending(1))
+        Err(CommandError::NoRollbackPending(1.into()))
     );
     s.consumer.confirm_rollback(0).unwrap();
     assert_eq!(s.stream_request(0).start_seqno, 40);
@@ -515,7 +516,7 @@ fn every_stream_end_reason_frees_the_stream() {
         });
         let events = s.events();
         assert!(
-            matches!(events[..], [Event::StreamEnded { vbucket: 0, reason: r, credit }] if r == reason && credit.bytes() == 28),
+            matches!(events[..], [Event::StreamEnded { vbucket: 0, reason: r, credit, .. }] if r == reason && credit.bytes() == 28),
             "{events:?}"
         );
         assert!(!s.consumer.has_stream(0));
@@ -679,7 +680,7 @@ fn end_seqno_and_overshoot() {
             Some(5)
         ),
         Err(CommandError::InvalidPosition {
-            vbucket: 1,
+            stream: 1.into(),
             reason: "start is beyond the end seqno"
         })
     );
@@ -919,9 +920,12 @@ fn commands_are_validated() {
     let (mut s, _) = streaming(config());
     assert_eq!(
         s.consumer.open_stream(0, StreamStart::Beginning, None),
-        Err(CommandError::StreamExists(0))
+        Err(CommandError::StreamExists(0.into()))
     );
-    assert_eq!(s.consumer.close_stream(9), Err(CommandError::NoStream(9)));
+    assert_eq!(
+        s.consumer.close_stream(9),
+        Err(CommandError::NoStream(9.into()))
+    );
     // A position whose seqno lies outside its snapshot resumes from a
     // complete snapshot at that seqno, which the producer accepts.
     let mut odd = StreamPosition::at(fl(&[(1, 0)]), 5);

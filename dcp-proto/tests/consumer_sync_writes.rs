@@ -181,7 +181,7 @@ fn sync_writes_send_both_controls_and_acknowledge_with_the_stream_opaque() {
     assert!(s.consumer.negotiated().unwrap().sync_writes);
     assert_eq!(
         s.consumer.acknowledge_prepared(0, 3),
-        Err(CommandError::NoStream(0))
+        Err(CommandError::NoStream(0.into()))
     );
     let (opaque, _) = s.open(StreamStart::Beginning);
     s.consumer.acknowledge_prepared(0, 3).unwrap();

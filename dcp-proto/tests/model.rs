@@ -1028,7 +1028,7 @@ impl Model {
         match event {
             Event::Ready(_) => {}
             Event::StreamOpened { vbucket, .. } => self.on_opened(vbucket),
-            Event::Rollback { vbucket, seqno } => self.on_rollback(vbucket, seqno),
+            Event::Rollback { vbucket, seqno, .. } => self.on_rollback(vbucket, seqno),
             Event::StreamFailed {
                 vbucket, status, ..
             } => {

@@ -46,7 +46,7 @@ impl View {
                 .entry((e.vbucket, e.key))
                 .or_default()
                 .push((e.by_seqno, None)),
-            Event::Rollback { vbucket, seqno } => {
+            Event::Rollback { vbucket, seqno, .. } => {
                 self.rollbacks.push((vbucket, seqno));
                 for ((vb, _), versions) in self.versions.iter_mut() {
                     if *vb == vbucket {

@@ -645,7 +645,9 @@ async fn node_task(
         if let Ok(mut slot) = stats.lock() {
             slot.connection = conn.stats();
             slot.streams.clear();
-            slot.streams.extend(conn.consumer().all_stream_stats());
+            let streams = conn.consumer().all_stream_stats();
+            slot.streams
+                .extend(streams.map(|(key, stats)| (key.vbucket(), stats)));
         }
     };
     let mut published = tokio::time::Instant::now();

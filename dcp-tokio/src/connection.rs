@@ -10,7 +10,7 @@ use dcp_proto::consumer::{
     ConnectionStats, Consumer, ConsumerConfig, ConsumerError, Credit, Event, Negotiated,
     StreamFilter, StreamStart, StreamStats,
 };
-use dcp_proto::session::{Checkpoint, StreamPosition};
+use dcp_proto::session::{Checkpoint, StreamKey, StreamPosition};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
@@ -213,18 +213,19 @@ impl Connection {
 
     // ----- commands ------------------------------------------------------
 
-    /// Opens a stream for `vbucket` from `start`, up to and including
+    /// Opens a stream (a vbucket number, or a [`StreamKey`] with a stream
+    /// id) from `start`, up to and including
     /// `end_seqno` (`None`: endless). Its events follow from
     /// [`next_event`](Self::next_event): `StreamOpened` (or `Rollback`, or
     /// `StreamFailed`), then snapshot markers and changes.
     pub fn open_stream(
         &mut self,
-        vbucket: u16,
+        stream: impl Into<StreamKey>,
         start: StreamStart,
         end_seqno: Option<u64>,
     ) -> Result<(), Error> {
         let _entered = self.span.enter();
-        Ok(self.consumer.open_stream(vbucket, start, end_seqno)?)
+        Ok(self.consumer.open_stream(stream, start, end_seqno)?)
     }
 
     /// Opens a stream streaming only what `filter` selects (collections
@@ -232,36 +233,36 @@ impl Connection {
     /// [`Consumer::open_filtered_stream`].
     pub fn open_filtered_stream(
         &mut self,
-        vbucket: u16,
+        stream: impl Into<StreamKey>,
         start: StreamStart,
         end_seqno: Option<u64>,
         filter: StreamFilter,
     ) -> Result<(), Error> {
         Ok(self
             .consumer
-            .open_filtered_stream(vbucket, start, end_seqno, filter)?)
+            .open_filtered_stream(stream, start, end_seqno, filter)?)
     }
 
     /// Opens a stream resuming from a saved position (see
     /// [`checkpoint`](Self::checkpoint)).
     pub fn resume_stream(
         &mut self,
-        vbucket: u16,
+        stream: impl Into<StreamKey>,
         position: StreamPosition,
         end_seqno: Option<u64>,
     ) -> Result<(), Error> {
-        self.open_stream(vbucket, StreamStart::Position(position), end_seqno)
+        self.open_stream(stream, StreamStart::Position(position), end_seqno)
     }
 
-    /// Closes the stream of `vbucket`; its `StreamEnded` event follows.
-    pub fn close_stream(&mut self, vbucket: u16) -> Result<(), Error> {
-        Ok(self.consumer.close_stream(vbucket)?)
+    /// Closes a stream (a vbucket number or a [`StreamKey`]); its `StreamEnded` event follows.
+    pub fn close_stream(&mut self, stream: impl Into<StreamKey>) -> Result<(), Error> {
+        Ok(self.consumer.close_stream(stream)?)
     }
 
     /// Continues a stream waiting for a rollback confirmation
     /// ([`RollbackMode::Confirm`](dcp_proto::consumer::RollbackMode::Confirm)).
-    pub fn confirm_rollback(&mut self, vbucket: u16) -> Result<(), Error> {
-        Ok(self.consumer.confirm_rollback(vbucket)?)
+    pub fn confirm_rollback(&mut self, stream: impl Into<StreamKey>) -> Result<(), Error> {
+        Ok(self.consumer.confirm_rollback(stream)?)
     }
 
     /// Asks for a vbucket's failover log; it arrives as
@@ -459,8 +460,8 @@ impl Connection {
     }
 
     /// One stream's position as of the events handed out so far.
-    pub fn position(&self, vbucket: u16) -> Option<StreamPosition> {
-        self.consumer.position(vbucket)
+    pub fn position(&self, stream: impl Into<StreamKey>) -> Option<StreamPosition> {
+        self.consumer.position(stream)
     }
 
     /// Connection counters.
@@ -469,8 +470,8 @@ impl Connection {
     }
 
     /// One stream's counters.
-    pub fn stream_stats(&self, vbucket: u16) -> Option<StreamStats> {
-        self.consumer.stream_stats(vbucket)
+    pub fn stream_stats(&self, stream: impl Into<StreamKey>) -> Option<StreamStats> {
+        self.consumer.stream_stats(stream)
     }
 
     /// What the producer agreed to in the handshake.

@@ -19,6 +19,7 @@ use crate::msg::{
     CollectionKey, DEFAULT_COLLECTION, StreamRequestValue, SystemEvent, SystemEventData,
     SystemEventId,
 };
+use crate::session::StreamKey;
 
 /// Which collections a stream asks for (requires HELLO Collections; the
 /// producer answers EINVAL otherwise, UnknownCollection / UnknownScope for
@@ -53,18 +54,18 @@ impl Consumer {
     /// filter.
     pub fn open_filtered_stream(
         &mut self,
-        vbucket: u16,
+        stream: impl Into<StreamKey>,
         start: StreamStart,
         end_seqno: Option<u64>,
         filter: StreamFilter,
     ) -> Result<(), CommandError> {
-        self.open_stream_with(vbucket, start, end_seqno, Some(filter))
+        self.open_stream_with(stream.into(), start, end_seqno, Some(filter))
     }
 
-    /// The filter of `vbucket`'s stream, if it has one.
-    pub fn stream_filter(&self, vbucket: u16) -> Option<&StreamFilter> {
+    /// The filter of a stream, if it has one.
+    pub fn stream_filter(&self, stream: impl Into<StreamKey>) -> Option<&StreamFilter> {
         self.vbuckets
-            .get(&vbucket)?
+            .get(&stream.into())?
             .stream
             .as_ref()?
             .filter
@@ -79,10 +80,10 @@ impl Consumer {
         event.document_key(collections)
     }
 
-    /// The value of the next stream request of `vbucket`: its filter, with
+    /// The value of the next stream request of `key`: its filter, with
     /// the last manifest uid seen.
-    pub(crate) fn filter_for_request(&self, vbucket: u16) -> Option<StreamRequestValue> {
-        let state = self.vbuckets.get(&vbucket)?;
+    pub(crate) fn filter_for_request(&self, key: StreamKey) -> Option<StreamRequestValue> {
+        let state = self.vbuckets.get(&key)?;
         let stream = state.stream.as_ref()?;
         let filter = stream.filter.as_ref()?;
         Some(filter.request_value(state.received.position().manifest_uid))

@@ -156,6 +156,14 @@ pub struct ConsumerConfig {
     /// never sent and commits arrive as mutations. The producer refuses it
     /// together with stream ids.
     pub sync_writes: bool,
+    /// Ask for stream ids (`enable_stream_id`, a required control): every
+    /// stream is then opened with a stream id
+    /// ([`StreamKey::with_stream_id`](crate::session::StreamKey::with_stream_id)),
+    /// and one vbucket can have several streams on the connection, each
+    /// with its own id and filter. Events name their stream
+    /// ([`Event::stream_key`](super::Event::stream_key)). The producer
+    /// refuses it together with sync writes.
+    pub stream_ids: bool,
     /// Ask the producer for STREAM_END(Closed) after a close (otherwise it
     /// is synthesized when the close is acknowledged).
     pub send_stream_end_on_close: bool,
@@ -225,6 +233,7 @@ impl ConsumerConfig {
             rollback: RollbackMode::Automatic,
             enable_expiry_opcode: false,
             sync_writes: false,
+            stream_ids: false,
             send_stream_end_on_close: true,
             controls: Vec::new(),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
@@ -290,6 +299,12 @@ impl ConsumerConfig {
     /// Asks for synchronous writes (see [`sync_writes`](Self::sync_writes)).
     pub fn with_sync_writes(mut self, sync_writes: bool) -> Self {
         self.sync_writes = sync_writes;
+        self
+    }
+
+    /// Asks for stream ids (see [`stream_ids`](Self::stream_ids)).
+    pub fn with_stream_ids(mut self, stream_ids: bool) -> Self {
+        self.stream_ids = stream_ids;
         self
     }
 

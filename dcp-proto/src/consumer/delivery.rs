@@ -56,7 +56,7 @@ use super::event::{Credit, Event};
 use super::stream::Vbucket;
 use super::{Consumer, set_credit};
 use crate::msg::Message;
-use crate::session::{StreamCursor, StreamPosition};
+use crate::session::{StreamCursor, StreamKey, StreamPosition};
 
 /// Per-vbucket state of consistent delivery (boxed, created on first use,
 /// so streams that never use it cost one pointer).
@@ -154,7 +154,7 @@ pub(crate) fn held(vb: &Vbucket) -> (u64, u64) {
 impl Consumer {
     /// Routes a received stream event: to the queue, or into its vbucket's
     /// hold in consistent mode.
-    pub(super) fn route_stream_event(&mut self, vbucket: u16, mut event: Event, now: Instant) {
+    pub(super) fn route_stream_event(&mut self, key: StreamKey, mut event: Event, now: Instant) {
         let Some(limit) = self.config.consistent_snapshots else {
             self.events.push_back(event);
             return;
@@ -163,29 +163,29 @@ impl Consumer {
         match &event {
             Event::SnapshotMarker(m, _) => {
                 // The producer moved on: whatever was open is complete.
-                self.complete_snapshot(vbucket);
-                self.open_snapshot(vbucket, m.start, m.end, false);
+                self.complete_snapshot(key);
+                self.open_snapshot(key, m.start, m.end, false);
             }
             Event::OsoSnapshot(m, _) if m.is_start() => {
                 // OSO comes without a marker (behavior.md §6.3): the
                 // bracket is the snapshot, unless it sits inside one.
                 let inside = self
                     .vbuckets
-                    .get(&vbucket)
+                    .get(&key)
                     .and_then(|s| s.consistent.as_ref())
                     .is_some_and(|c| c.open.is_some() && !c.oso);
                 if !inside {
                     let before = self
                         .vbuckets
-                        .get(&vbucket)
+                        .get(&key)
                         .map_or(0, |s| s.received.last_seqno());
-                    self.open_snapshot(vbucket, before.saturating_add(1), u64::MAX, true);
+                    self.open_snapshot(key, before.saturating_add(1), u64::MAX, true);
                 }
             }
             Event::OsoSnapshot(m, _) => oso_end = m.is_end(),
             _ => {}
         }
-        let Some(state) = self.vbuckets.get(&vbucket) else {
+        let Some(state) = self.vbuckets.get(&key) else {
             self.events.push_back(event);
             return;
         };
@@ -196,18 +196,18 @@ impl Consumer {
         if open.is_none() || passing {
             // Outside any snapshot, or let through: as in normal mode.
             self.events.push_back(event);
-            self.complete_if_reached(vbucket, oso_end);
+            self.complete_if_reached(key, oso_end);
             return;
         }
         let size = held_size(&event);
         while self.delivery.held_bytes.saturating_add(size) > limit {
-            if !self.let_largest_through(vbucket, size) {
+            if !self.let_largest_through(key, size) {
                 break;
             }
-            if self.passing(vbucket) {
+            if self.passing(key) {
                 // This vbucket was the one let through.
                 self.events.push_back(event);
-                self.complete_if_reached(vbucket, oso_end);
+                self.complete_if_reached(key, oso_end);
                 return;
             }
         }
@@ -219,18 +219,18 @@ impl Consumer {
         }
         if let Some(c) = self
             .vbuckets
-            .get_mut(&vbucket)
+            .get_mut(&key)
             .and_then(|s| s.consistent.as_mut())
         {
             c.held.push(event);
             c.held_bytes += size;
             self.delivery.held_bytes += size;
         }
-        self.complete_if_reached(vbucket, oso_end);
+        self.complete_if_reached(key, oso_end);
     }
 
-    fn open_snapshot(&mut self, vbucket: u16, start: u64, end: u64, oso: bool) {
-        if let Some(state) = self.vbuckets.get_mut(&vbucket) {
+    fn open_snapshot(&mut self, key: StreamKey, start: u64, end: u64, oso: bool) {
+        if let Some(state) = self.vbuckets.get_mut(&key) {
             let c = state.consistent.get_or_insert_with(Box::default);
             c.open = Some((start, end));
             c.passing = false;
@@ -238,34 +238,34 @@ impl Consumer {
         }
     }
 
-    fn passing(&self, vbucket: u16) -> bool {
+    fn passing(&self, key: StreamKey) -> bool {
         self.vbuckets
-            .get(&vbucket)
+            .get(&key)
             .and_then(|s| s.consistent.as_ref())
             .is_some_and(|c| c.passing)
     }
 
     /// Lets the largest held snapshot through (counting `extra` more bytes
     /// for `current`); false if nothing is held anywhere.
-    fn let_largest_through(&mut self, current: u16, extra: u64) -> bool {
+    fn let_largest_through(&mut self, current: StreamKey, extra: u64) -> bool {
         let largest = self
             .vbuckets
             .iter()
-            .filter_map(|(vb, s)| {
+            .filter_map(|(key, s)| {
                 let c = s.consistent.as_ref()?;
                 if c.open.is_none() || c.passing {
                     return None;
                 }
-                let bytes = c.held_bytes + if *vb == current { extra } else { 0 };
-                Some((bytes, *vb))
+                let bytes = c.held_bytes + if *key == current { extra } else { 0 };
+                Some((bytes, *key))
             })
             .max();
-        let Some((_, vb)) = largest else {
+        let Some((_, key)) = largest else {
             return false;
         };
         let Some(c) = self
             .vbuckets
-            .get_mut(&vb)
+            .get_mut(&key)
             .and_then(|s| s.consistent.as_mut())
         else {
             return false;
@@ -276,14 +276,16 @@ impl Consumer {
         self.delivery.held_bytes = self.delivery.held_bytes.saturating_sub(held_bytes);
         self.delivery.too_large += 1;
         tracing::warn!(
-            vb,
+            vb = key.vbucket(),
+            sid = key.stream_id(),
             start,
             end,
             held_bytes,
             "consistent delivery: snapshot exceeds the hold limit, passing it through"
         );
         self.events.push_back(Event::SnapshotTooLarge {
-            vbucket: vb,
+            vbucket: key.vbucket(),
+            stream_id: key.stream_id(),
             start,
             end,
             held_bytes,
@@ -295,8 +297,8 @@ impl Consumer {
 
     /// Completes the open snapshot of `vbucket` if its last seqno arrived
     /// (or, for an OSO bracket, at its end).
-    fn complete_if_reached(&mut self, vbucket: u16, oso_end: bool) {
-        let Some(state) = self.vbuckets.get(&vbucket) else {
+    fn complete_if_reached(&mut self, key: StreamKey, oso_end: bool) {
+        let Some(state) = self.vbuckets.get(&key) else {
             return;
         };
         let Some(c) = state.consistent.as_ref() else {
@@ -312,13 +314,13 @@ impl Consumer {
             !state.received.in_oso() && state.received.last_seqno() >= end.min(stream_end)
         };
         if reached {
-            self.complete_snapshot(vbucket);
+            self.complete_snapshot(key);
         }
     }
 
     /// Hands out the open snapshot of `vbucket` (if any) as complete.
-    fn complete_snapshot(&mut self, vbucket: u16) {
-        let Some(state) = self.vbuckets.get_mut(&vbucket) else {
+    fn complete_snapshot(&mut self, key: StreamKey) {
+        let Some(state) = self.vbuckets.get_mut(&key) else {
             return;
         };
         let stream_end = state.stream.as_ref().map_or(u64::MAX, |s| s.end_seqno);
@@ -340,7 +342,7 @@ impl Consumer {
         c.held_bytes = 0;
         self.delivery.released += 1;
         tracing::trace!(
-            vb = vbucket,
+            vb = key.vbucket(),
             start,
             end,
             events = c.held.len(),
@@ -351,7 +353,8 @@ impl Consumer {
             c.held.shrink_to(0);
         }
         self.events.push_back(Event::SnapshotComplete {
-            vbucket,
+            vbucket: key.vbucket(),
+            stream_id: key.stream_id(),
             start,
             end: end.min(stream_end),
         });
@@ -360,12 +363,12 @@ impl Consumer {
     /// The stream of `vbucket` ended: with `reached_end`, the open snapshot
     /// is complete; otherwise its held part is discarded and the stream's
     /// position moves back to before it.
-    pub(super) fn end_snapshot(&mut self, vbucket: u16, reached_end: bool) {
+    pub(super) fn end_snapshot(&mut self, key: StreamKey, reached_end: bool) {
         if reached_end {
-            self.complete_snapshot(vbucket);
+            self.complete_snapshot(key);
             return;
         }
-        let Some(state) = self.vbuckets.get_mut(&vbucket) else {
+        let Some(state) = self.vbuckets.get_mut(&key) else {
             return;
         };
         let Some(c) = state.consistent.as_mut() else {
@@ -383,7 +386,7 @@ impl Consumer {
         self.delivery.held_bytes = self.delivery.held_bytes.saturating_sub(c.held_bytes);
         self.delivery.discarded += 1;
         tracing::debug!(
-            vb = vbucket,
+            vb = key.vbucket(),
             held_events = c.held.len(),
             held_bytes = c.held_bytes,
             "consistent delivery: stream ended mid-snapshot, held part discarded"

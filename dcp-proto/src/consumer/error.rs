@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::auth::AuthError;
 use crate::codec::{DecodeError, EncodeError, Opcode, Status};
 use crate::msg::SnappyError;
-use crate::session::Violation;
+use crate::session::{StreamKey, Violation};
 
 /// A handshake step, named in errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +153,16 @@ pub enum ProtocolError {
         /// The message's vbucket.
         got: u16,
     },
+    /// A stream message whose framed stream id differs from its stream's.
+    #[error("{opcode} with stream id {got:?} on the stream with id {expected:?}")]
+    WrongStreamId {
+        /// Its opcode.
+        opcode: Opcode,
+        /// The stream's id.
+        expected: Option<u16>,
+        /// The message's.
+        got: Option<u16>,
+    },
     /// A request the producer never sends to a consumer.
     #[error("unexpected request {0} from the producer")]
     UnexpectedRequest(Opcode),
@@ -182,24 +192,32 @@ pub enum CommandError {
     /// The connection has failed or was closed.
     #[error("the connection is closed")]
     Closed,
-    /// A stream for the vbucket is already open or being opened.
-    #[error("vbucket {0} already has a stream")]
-    StreamExists(u16),
-    /// No stream for the vbucket.
-    #[error("vbucket {0} has no stream")]
-    NoStream(u16),
+    /// A stream with this key is already open or being opened.
+    #[error("{0} already has a stream")]
+    StreamExists(StreamKey),
+    /// No stream with this key.
+    #[error("{0} has no stream")]
+    NoStream(StreamKey),
     /// Sync writes were not negotiated.
     #[error("synchronous writes are not enabled on this connection")]
     SyncWritesOff,
     /// The stream is not waiting for a rollback confirmation.
-    #[error("vbucket {0} is not waiting for a rollback confirmation")]
-    NoRollbackPending(u16),
+    #[error("{0} is not waiting for a rollback confirmation")]
+    NoRollbackPending(StreamKey),
+    /// The connection uses stream ids
+    /// ([`ConsumerConfig::stream_ids`](super::ConsumerConfig::stream_ids)):
+    /// every stream needs one.
+    #[error("vbucket {0}: this connection uses stream ids, the stream needs one")]
+    StreamIdRequired(u16),
+    /// A stream id on a connection without stream ids.
+    #[error("{0}: stream ids are not enabled on this connection")]
+    StreamIdsOff(StreamKey),
     /// The start position does not satisfy `snap_start <= start <= snap_end`
     /// or `start <= end`.
-    #[error("vbucket {vbucket}: invalid start position ({reason})")]
+    #[error("{stream}: invalid start position ({reason})")]
     InvalidPosition {
-        /// The vbucket.
-        vbucket: u16,
+        /// The stream.
+        stream: StreamKey,
         /// What is wrong.
         reason: &'static str,
     },

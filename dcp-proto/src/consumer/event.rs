@@ -8,6 +8,7 @@ use crate::msg::{
     Abort, Commit, Deletion, Expiration, FailoverLog, Mutation, OsoSnapshot, Prepare,
     SeqnoAdvanced, SnapshotMarker, StreamEndReason, SystemEvent,
 };
+use crate::session::StreamKey;
 
 /// Flow-control credit of one received message. Give it back with
 /// [`Consumer::ack`](super::Consumer::ack) once the application is done with
@@ -40,6 +41,8 @@ pub enum Event {
     StreamOpened {
         /// The vbucket.
         vbucket: u16,
+        /// The stream id, on a connection with stream ids.
+        stream_id: Option<u16>,
         /// The producer's failover log.
         failover_log: FailoverLog,
     },
@@ -50,6 +53,8 @@ pub enum Event {
     Rollback {
         /// The vbucket.
         vbucket: u16,
+        /// The stream id, on a connection with stream ids.
+        stream_id: Option<u16>,
         /// Keep changes up to and including this seqno.
         seqno: u64,
     },
@@ -58,6 +63,8 @@ pub enum Event {
     StreamFailed {
         /// The vbucket.
         vbucket: u16,
+        /// The stream id, on a connection with stream ids.
+        stream_id: Option<u16>,
         /// The producer's status (e.g. NotMyVbucket: ask the cluster map).
         status: Status,
         /// The response body (an error context or a cluster map), if any.
@@ -67,6 +74,8 @@ pub enum Event {
     StreamEnded {
         /// The vbucket.
         vbucket: u16,
+        /// The stream id, on a connection with stream ids.
+        stream_id: Option<u16>,
         /// Why.
         reason: StreamEndReason,
         /// Its flow-control credit.
@@ -112,6 +121,8 @@ pub enum Event {
     SnapshotComplete {
         /// The vbucket.
         vbucket: u16,
+        /// The stream id, on a connection with stream ids.
+        stream_id: Option<u16>,
         /// The snapshot's start seqno.
         start: u64,
         /// The seqno the view is consistent at: the snapshot's end (or the
@@ -127,6 +138,8 @@ pub enum Event {
     SnapshotTooLarge {
         /// The vbucket.
         vbucket: u16,
+        /// The stream id, on a connection with stream ids.
+        stream_id: Option<u16>,
         /// The snapshot's start seqno.
         start: u64,
         /// The snapshot's end seqno.
@@ -184,6 +197,38 @@ impl Event {
             Event::Commit(m, _) => m.vbucket,
             Event::Abort(m, _) => m.vbucket,
         })
+    }
+
+    /// The stream id the event is about, on a connection with stream ids
+    /// (sync-write messages never carry one: the producer refuses sync
+    /// writes together with stream ids).
+    pub fn stream_id(&self) -> Option<u16> {
+        match self {
+            Event::StreamOpened { stream_id, .. }
+            | Event::Rollback { stream_id, .. }
+            | Event::StreamFailed { stream_id, .. }
+            | Event::StreamEnded { stream_id, .. }
+            | Event::SnapshotComplete { stream_id, .. }
+            | Event::SnapshotTooLarge { stream_id, .. } => *stream_id,
+            Event::SnapshotMarker(m, _) => m.stream_id,
+            Event::Mutation(m, _) => m.stream_id,
+            Event::Deletion(m, _) => m.stream_id,
+            Event::Expiration(m, _) => m.stream_id,
+            Event::SystemEvent(m, _) => m.stream_id,
+            Event::SeqnoAdvanced(m, _) => m.stream_id,
+            Event::OsoSnapshot(m, _) => m.stream_id,
+            _ => None,
+        }
+    }
+
+    /// The stream the event is about ([`vbucket`](Self::vbucket) and
+    /// [`stream_id`](Self::stream_id)); `None` for connection events and
+    /// for [`Event::FailoverLog`], which answers for the vbucket.
+    pub fn stream_key(&self) -> Option<StreamKey> {
+        if matches!(self, Event::FailoverLog { .. }) {
+            return None;
+        }
+        Some(StreamKey::of(self.vbucket()?, self.stream_id()))
     }
 
     /// The seqno the event carries, for seqno-bearing changes.

@@ -44,6 +44,8 @@ pub struct Negotiated {
     /// Synchronous writes are on (`enable_sync_writes` and
     /// `consumer_name` accepted).
     pub sync_writes: bool,
+    /// Stream ids are on (`enable_stream_id` accepted).
+    pub stream_ids: bool,
     /// Optional controls the producer refused.
     pub refused_controls: Vec<String>,
     /// Cluster-map change notifications the node agreed to push.
@@ -61,6 +63,7 @@ enum ControlRole {
     ExpiryOpcode,
     SyncWrites,
     ConsumerName,
+    StreamIds,
     User,
 }
 
@@ -163,6 +166,12 @@ fn controls(config: &ConsumerConfig) -> Vec<(ControlSetting, ControlRole)> {
         out.push((
             ControlSetting::required("consumer_name", config.connection_name.clone()),
             ControlRole::ConsumerName,
+        ));
+    }
+    if config.stream_ids {
+        out.push((
+            ControlSetting::required("enable_stream_id", "true"),
+            ControlRole::StreamIds,
         ));
     }
     out.extend(
@@ -481,6 +490,7 @@ impl Handshake {
             // Both must be accepted (both are required controls).
             ControlRole::SyncWrites => {}
             ControlRole::ConsumerName => self.negotiated.sync_writes = true,
+            ControlRole::StreamIds => self.negotiated.stream_ids = true,
             ControlRole::User => {}
         }
     }

@@ -116,7 +116,7 @@ use crate::msg::{
     StreamEndReason, StreamRequest, StreamRequestFlags, StreamRequestOutcome,
     StreamRequestResponse,
 };
-use crate::session::{Checkpoint, StreamPosition};
+use crate::session::{Checkpoint, StreamKey, StreamPosition};
 
 /// Event-queue capacity kept once the queue drains.
 const EVENT_QUEUE_KEEP: usize = 256;
@@ -124,9 +124,19 @@ const EVENT_QUEUE_KEEP: usize = 256;
 /// A request in flight, other than the handshake's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
-    StreamRequest { vbucket: u16, start: u64 },
-    CloseStream { vbucket: u16 },
-    FailoverLog { vbucket: u16, for_now: bool },
+    StreamRequest {
+        key: StreamKey,
+        start: u64,
+    },
+    CloseStream {
+        key: StreamKey,
+    },
+    /// `for_now`: the stream resolving [`StreamStart::Now`] the log is for
+    /// (`None`: the application asked).
+    FailoverLog {
+        vbucket: u16,
+        for_now: Option<StreamKey>,
+    },
     HighSeqnos,
     ClusterConfig,
 }
@@ -142,8 +152,8 @@ pub struct Consumer {
     negotiated: Option<Negotiated>,
     // Boxed: a B-tree node then holds pointers, not 440-byte values, which
     // halves the memory an idle stream costs.
-    vbuckets: BTreeMap<u16, Box<Vbucket>>,
-    streams_by_opaque: HashMap<u32, u16>,
+    vbuckets: BTreeMap<StreamKey, Box<Vbucket>>,
+    streams_by_opaque: HashMap<u32, StreamKey>,
     retired: RetiredOpaques,
     pending: HashMap<u32, Pending>,
     high_seqnos_in_flight: bool,
@@ -232,19 +242,17 @@ impl Consumer {
     /// covers only complete snapshots.
     pub fn checkpoint(&self) -> Checkpoint {
         let mut checkpoint = Checkpoint::new();
-        for (vb, state) in &self.vbuckets {
-            checkpoint
-                .vbuckets
-                .insert(*vb, delivery::checkpoint_position(state));
+        for (key, state) in &self.vbuckets {
+            checkpoint.insert(*key, delivery::checkpoint_position(state));
         }
         checkpoint
     }
 
     /// One stream's position as of the events handed out so far (see
     /// [`checkpoint`](Self::checkpoint)).
-    pub fn position(&self, vbucket: u16) -> Option<StreamPosition> {
+    pub fn position(&self, stream: impl Into<StreamKey>) -> Option<StreamPosition> {
         self.vbuckets
-            .get(&vbucket)
+            .get(&stream.into())
             .map(|v| delivery::checkpoint_position(v))
     }
 
@@ -273,20 +281,21 @@ impl Consumer {
     }
 
     /// A stream's counters.
-    pub fn stream_stats(&self, vbucket: u16) -> Option<StreamStats> {
-        self.vbuckets.get(&vbucket).map(|v| v.stats())
+    pub fn stream_stats(&self, stream: impl Into<StreamKey>) -> Option<StreamStats> {
+        self.vbuckets.get(&stream.into()).map(|v| v.stats())
     }
 
-    /// Every vbucket's stream counters (vbuckets this connection streamed
-    /// or streams), in vbucket order.
-    pub fn all_stream_stats(&self) -> impl Iterator<Item = (u16, StreamStats)> + '_ {
-        self.vbuckets.iter().map(|(vb, v)| (*vb, v.stats()))
+    /// Every stream's counters (streams this connection streamed or
+    /// streams), in key order (vbucket, then stream id).
+    pub fn all_stream_stats(&self) -> impl Iterator<Item = (StreamKey, StreamStats)> + '_ {
+        self.vbuckets.iter().map(|(key, v)| (*key, v.stats()))
     }
 
-    /// Whether a stream for `vbucket` is open or being opened.
-    pub fn has_stream(&self, vbucket: u16) -> bool {
+    /// Whether a stream with this key (a vbucket number, or a
+    /// [`StreamKey`] with a stream id) is open or being opened.
+    pub fn has_stream(&self, stream: impl Into<StreamKey>) -> bool {
         self.vbuckets
-            .get(&vbucket)
+            .get(&stream.into())
             .is_some_and(|v| v.stream.is_some())
     }
 
@@ -316,8 +325,8 @@ impl Consumer {
             // queue allocated on an idle connection.
             self.events.shrink_to(EVENT_QUEUE_KEEP);
         }
-        if let Some(vb) = event.vbucket()
-            && let Some(state) = self.vbuckets.get_mut(&vb)
+        if let Some(key) = event.stream_key()
+            && let Some(state) = self.vbuckets.get_mut(&key)
         {
             delivery::before_deliver(state, &event);
             stream::deliver(&mut state.delivered, &event);
@@ -417,16 +426,16 @@ impl Consumer {
                 return Err(self.fail(ConsumerError::DeadConnection(silent)));
             }
         }
-        let due: Vec<u16> = self
+        let due: Vec<StreamKey> = self
             .vbuckets
             .iter()
             .filter(|(_, v)| {
                 matches!(v.stream, Some(Stream { state: StreamState::RetryAt(at), .. }) if at <= now)
             })
-            .map(|(vb, _)| *vb)
+            .map(|(key, _)| *key)
             .collect();
-        for vb in due {
-            if let Err(err) = self.send_stream_request(vb) {
+        for key in due {
+            if let Err(err) = self.send_stream_request(key) {
                 return Err(self.fail(err));
             }
         }
@@ -457,23 +466,33 @@ impl Consumer {
 
     // ----- commands ------------------------------------------------------
 
-    /// Opens a stream for `vbucket` from `start`, up to and including
-    /// `end_seqno` (`None`: endless). Before the handshake completes the
-    /// request is queued.
+    /// Opens a stream from `start`, up to and including `end_seqno`
+    /// (`None`: endless). `stream` is a vbucket number or, on a connection
+    /// with [stream ids](ConsumerConfig::stream_ids), a [`StreamKey`] with
+    /// its stream id. Before the handshake completes the request is queued.
     pub fn open_stream(
         &mut self,
-        vbucket: u16,
+        stream: impl Into<StreamKey>,
         start: StreamStart,
         end_seqno: Option<u64>,
     ) -> Result<(), CommandError> {
-        self.open_stream_with(vbucket, start, end_seqno, None)
+        self.open_stream_with(stream.into(), start, end_seqno, None)
+    }
+
+    /// Refuses a key that does not fit the connection's stream-id setting.
+    fn check_key(&self, key: StreamKey) -> Result<(), CommandError> {
+        match (self.config.stream_ids, key.stream_id()) {
+            (true, None) => Err(CommandError::StreamIdRequired(key.vbucket())),
+            (false, Some(_)) => Err(CommandError::StreamIdsOff(key)),
+            _ => Ok(()),
+        }
     }
 
     /// [`open_stream`](Self::open_stream) with an optional collections
     /// filter.
     fn open_stream_with(
         &mut self,
-        vbucket: u16,
+        key: StreamKey,
         start: StreamStart,
         end_seqno: Option<u64>,
         filter: Option<StreamFilter>,
@@ -481,13 +500,14 @@ impl Consumer {
         if self.error.is_some() {
             return Err(CommandError::Closed);
         }
-        if self.has_stream(vbucket) {
-            return Err(CommandError::StreamExists(vbucket));
+        self.check_key(key)?;
+        if self.has_stream(key) {
+            return Err(CommandError::StreamExists(key));
         }
         let end = end_seqno.unwrap_or(u64::MAX);
         let state = self
             .vbuckets
-            .entry(vbucket)
+            .entry(key)
             .or_insert_with(|| Box::new(Vbucket::new()));
         let resolving_now = matches!(start, StreamStart::Now);
         match start {
@@ -497,7 +517,7 @@ impl Consumer {
         }
         if state.received.last_seqno() > end {
             return Err(CommandError::InvalidPosition {
-                vbucket,
+                stream: key,
                 reason: "start is beyond the end seqno",
             });
         }
@@ -515,7 +535,7 @@ impl Consumer {
         stream.filter = filter;
         state.stream = Some(stream);
         if self.handshake.is_none() {
-            self.start_stream(vbucket).map_err(|err| {
+            self.start_stream(key).map_err(|err| {
                 self.fail(err);
                 CommandError::Closed
             })?;
@@ -523,43 +543,42 @@ impl Consumer {
         Ok(())
     }
 
-    /// Closes the stream of `vbucket`. Its
-    /// [`Event::StreamEnded`] (reason Closed) follows; changes already in
-    /// flight may arrive before it.
-    pub fn close_stream(&mut self, vbucket: u16) -> Result<(), CommandError> {
+    /// Closes a stream (a vbucket number, or a [`StreamKey`] with its
+    /// stream id). Its [`Event::StreamEnded`] (reason Closed) follows;
+    /// changes already in flight may arrive before it.
+    pub fn close_stream(&mut self, stream: impl Into<StreamKey>) -> Result<(), CommandError> {
+        let key = stream.into();
         if self.error.is_some() {
             return Err(CommandError::Closed);
         }
         let state = self
             .vbuckets
-            .get_mut(&vbucket)
-            .ok_or(CommandError::NoStream(vbucket))?;
-        let stream = state
-            .stream
-            .as_mut()
-            .ok_or(CommandError::NoStream(vbucket))?;
+            .get_mut(&key)
+            .ok_or(CommandError::NoStream(key))?;
+        let stream = state.stream.as_mut().ok_or(CommandError::NoStream(key))?;
         match stream.state {
             StreamState::Open { opaque } => {
                 stream.state = StreamState::Closing { opaque };
                 let close = self
                     .out
                     .send(CloseStream {
-                        vbucket,
+                        vbucket: key.vbucket(),
                         opaque: 0,
-                        stream_id: None,
+                        stream_id: key.stream_id(),
                     })
                     .map_err(|err| {
                         self.error = Some(err.into());
                         CommandError::Closed
                     })?;
-                self.pending.insert(close, Pending::CloseStream { vbucket });
+                self.pending.insert(close, Pending::CloseStream { key });
             }
             StreamState::Requested { .. } => stream.close_when_open = true,
             StreamState::Closing { .. } => {}
             _ => {
                 state.stream = None;
                 self.events.push_back(Event::StreamEnded {
-                    vbucket,
+                    vbucket: key.vbucket(),
+                    stream_id: key.stream_id(),
                     reason: StreamEndReason::Closed,
                     credit: Credit::NONE,
                 });
@@ -570,11 +589,12 @@ impl Consumer {
 
     /// Continues a stream waiting in [`RollbackMode::Confirm`], once the
     /// application has discarded its changes above the rollback seqno.
-    pub fn confirm_rollback(&mut self, vbucket: u16) -> Result<(), CommandError> {
+    pub fn confirm_rollback(&mut self, stream: impl Into<StreamKey>) -> Result<(), CommandError> {
+        let key = stream.into();
         if self.error.is_some() {
             return Err(CommandError::Closed);
         }
-        let waiting = self.vbuckets.get(&vbucket).is_some_and(|v| {
+        let waiting = self.vbuckets.get(&key).is_some_and(|v| {
             matches!(
                 v.stream,
                 Some(Stream {
@@ -584,9 +604,9 @@ impl Consumer {
             )
         });
         if !waiting {
-            return Err(CommandError::NoRollbackPending(vbucket));
+            return Err(CommandError::NoRollbackPending(key));
         }
-        self.send_stream_request(vbucket).map_err(|err| {
+        self.send_stream_request(key).map_err(|err| {
             self.fail(err);
             CommandError::Closed
         })
@@ -623,12 +643,12 @@ impl Consumer {
         }
         let opaque = match self
             .vbuckets
-            .get(&vbucket)
+            .get(&StreamKey::new(vbucket))
             .and_then(|vb| vb.stream.as_ref())
             .map(|s| s.state.clone())
         {
             Some(StreamState::Open { opaque }) => opaque,
-            _ => return Err(CommandError::NoStream(vbucket)),
+            _ => return Err(CommandError::NoStream(StreamKey::new(vbucket))),
         };
         let ack = crate::msg::SeqnoAcknowledged {
             vbucket,
@@ -654,7 +674,7 @@ impl Consumer {
             opaque,
             Pending::FailoverLog {
                 vbucket,
-                for_now: false,
+                for_now: None,
             },
         );
         Ok(())
@@ -762,22 +782,22 @@ impl Consumer {
         self.last_rx = now;
         self.negotiated = Some(negotiated.clone());
         self.events.push_back(Event::Ready(negotiated));
-        let queued: Vec<u16> = self
+        let queued: Vec<StreamKey> = self
             .vbuckets
             .iter()
             .filter(|(_, v)| v.stream.is_some())
-            .map(|(vb, _)| *vb)
+            .map(|(key, _)| *key)
             .collect();
-        for vb in queued {
-            self.start_stream(vb)?;
+        for key in queued {
+            self.start_stream(key)?;
         }
         Ok(())
     }
 
     /// Sends what a new stream needs first: its request, or the look-ups of
     /// "now".
-    fn start_stream(&mut self, vbucket: u16) -> Result<(), ConsumerError> {
-        let resolving = self.vbuckets.get(&vbucket).is_some_and(|v| {
+    fn start_stream(&mut self, key: StreamKey) -> Result<(), ConsumerError> {
+        let resolving = self.vbuckets.get(&key).is_some_and(|v| {
             matches!(
                 v.stream,
                 Some(Stream {
@@ -787,14 +807,15 @@ impl Consumer {
             )
         });
         if !resolving {
-            return self.send_stream_request(vbucket);
+            return self.send_stream_request(key);
         }
+        let vbucket = key.vbucket();
         let opaque = self.out.send(GetFailoverLog { vbucket, opaque: 0 })?;
         self.pending.insert(
             opaque,
             Pending::FailoverLog {
                 vbucket,
-                for_now: true,
+                for_now: Some(key),
             },
         );
         if !self.high_seqnos_in_flight {
@@ -809,9 +830,13 @@ impl Consumer {
         Ok(())
     }
 
-    fn send_stream_request(&mut self, vbucket: u16) -> Result<(), ConsumerError> {
-        let value = self.filter_for_request(vbucket);
-        let Some(state) = self.vbuckets.get_mut(&vbucket) else {
+    fn send_stream_request(&mut self, key: StreamKey) -> Result<(), ConsumerError> {
+        let mut value = self.filter_for_request(key);
+        if let Some(sid) = key.stream_id() {
+            value.get_or_insert_default().sid = Some(sid);
+        }
+        let vbucket = key.vbucket();
+        let Some(state) = self.vbuckets.get_mut(&key) else {
             return Ok(());
         };
         let Some(stream) = state.stream.as_mut() else {
@@ -831,6 +856,7 @@ impl Consumer {
         };
         tracing::debug!(
             vb = vbucket,
+            sid = key.stream_id(),
             start = resume.start_seqno,
             end = stream.end_seqno,
             vb_uuid = resume.vbucket_uuid,
@@ -844,7 +870,7 @@ impl Consumer {
         self.pending.insert(
             opaque,
             Pending::StreamRequest {
-                vbucket,
+                key,
                 start: resume.start_seqno,
             },
         );
@@ -901,13 +927,13 @@ impl Consumer {
             .into());
         }
         match pending {
-            Pending::StreamRequest { vbucket, start } => {
+            Pending::StreamRequest { key, start } => {
                 let response = StreamRequestResponse::decode(frame)?;
-                self.on_stream_response(vbucket, start, response, now)
+                self.on_stream_response(key, start, response, now)
             }
-            Pending::CloseStream { vbucket } => {
+            Pending::CloseStream { key } => {
                 let response = StatusResponse::decode(frame)?;
-                self.on_close_response(vbucket, response.status);
+                self.on_close_response(key, response.status);
                 Ok(())
             }
             Pending::FailoverLog { vbucket, for_now } => {
@@ -933,13 +959,14 @@ impl Consumer {
 
     fn on_stream_response(
         &mut self,
-        vbucket: u16,
+        key: StreamKey,
         start: u64,
         response: StreamRequestResponse,
         now: Instant,
     ) -> Result<(), ConsumerError> {
-        let _span = tracing::debug_span!("dcp.stream", vb = vbucket).entered();
-        let Some(state) = self.vbuckets.get_mut(&vbucket) else {
+        let (vbucket, stream_id) = (key.vbucket(), key.stream_id());
+        let _span = tracing::debug_span!("dcp.stream", vb = vbucket, sid = stream_id).entered();
+        let Some(state) = self.vbuckets.get_mut(&key) else {
             return Ok(());
         };
         let Some(stream) = state.stream.as_mut() else {
@@ -959,14 +986,14 @@ impl Consumer {
                 stream.retry_delay = None;
                 let close = std::mem::take(&mut stream.close_when_open);
                 state.received.set_failover_log(failover_log.clone());
-                self.streams_by_opaque.insert(opaque, vbucket);
+                self.streams_by_opaque.insert(opaque, key);
                 self.events.push_back(Event::StreamOpened {
                     vbucket,
+                    stream_id,
                     failover_log,
                 });
                 if close {
-                    self.close_stream(vbucket)
-                        .map_err(|_| ConsumerError::Closed)?;
+                    self.close_stream(key).map_err(|_| ConsumerError::Closed)?;
                 }
                 Ok(())
             }
@@ -987,6 +1014,7 @@ impl Consumer {
                     state.stream = None;
                     self.events.push_back(Event::StreamFailed {
                         vbucket,
+                        stream_id,
                         status: Status::Rollback,
                         body: Bytes::from_static(b"too many rollbacks in a row"),
                     });
@@ -995,18 +1023,23 @@ impl Consumer {
                 // Cut where this consumer's data was a real state (§2.5).
                 let seqno = state.received.rollback_point(seqno);
                 state.received.rollback(seqno);
-                self.events.push_back(Event::Rollback { vbucket, seqno });
+                self.events.push_back(Event::Rollback {
+                    vbucket,
+                    stream_id,
+                    seqno,
+                });
                 if stream.close_when_open {
                     state.stream = None;
                     self.events.push_back(Event::StreamEnded {
                         vbucket,
+                        stream_id,
                         reason: StreamEndReason::Closed,
                         credit: Credit::NONE,
                     });
                     return Ok(());
                 }
                 match self.config.rollback {
-                    RollbackMode::Automatic => self.send_stream_request(vbucket),
+                    RollbackMode::Automatic => self.send_stream_request(key),
                     RollbackMode::Confirm => {
                         stream.state = StreamState::AwaitingRollbackConfirm;
                         Ok(())
@@ -1023,6 +1056,7 @@ impl Consumer {
                     state.stream = None;
                     self.events.push_back(Event::StreamFailed {
                         vbucket,
+                        stream_id,
                         status,
                         body,
                     });
@@ -1032,12 +1066,12 @@ impl Consumer {
         }
     }
 
-    fn on_close_response(&mut self, vbucket: u16, status: Status) {
+    fn on_close_response(&mut self, key: StreamKey, status: Status) {
         let stream_end_follows = self
             .negotiated
             .as_ref()
             .is_some_and(|n| n.stream_end_on_close);
-        let Some(state) = self.vbuckets.get_mut(&vbucket) else {
+        let Some(state) = self.vbuckets.get_mut(&key) else {
             return;
         };
         let Some(Stream {
@@ -1059,9 +1093,10 @@ impl Consumer {
         state.stream = None;
         self.streams_by_opaque.remove(&opaque);
         self.retired.retire(opaque, Retired::Closed);
-        self.end_snapshot(vbucket, false);
+        self.end_snapshot(key, false);
         self.events.push_back(Event::StreamEnded {
-            vbucket,
+            vbucket: key.vbucket(),
+            stream_id: key.stream_id(),
             reason: StreamEndReason::Closed,
             credit: Credit::NONE,
         });
@@ -1070,10 +1105,10 @@ impl Consumer {
     fn on_failover_log(
         &mut self,
         vbucket: u16,
-        for_now: bool,
+        for_now: Option<StreamKey>,
         response: FailoverLogResponse,
     ) -> Result<(), ConsumerError> {
-        if !for_now {
+        let Some(key) = for_now else {
             if response.status.is_success() {
                 self.events.push_back(Event::FailoverLog {
                     vbucket,
@@ -1081,8 +1116,8 @@ impl Consumer {
                 });
             }
             return Ok(());
-        }
-        let Some(state) = self.vbuckets.get_mut(&vbucket) else {
+        };
+        let Some(state) = self.vbuckets.get_mut(&key) else {
             return Ok(());
         };
         let Some(stream) = state.stream.as_mut() else {
@@ -1092,26 +1127,27 @@ impl Consumer {
             state.stream = None;
             self.events.push_back(Event::StreamFailed {
                 vbucket,
+                stream_id: key.stream_id(),
                 status: response.status,
                 body: response.error_body,
             });
             return Ok(());
         }
         if let StreamState::ResolvingNow { failover_log, .. } = &mut stream.state {
-            *failover_log = Some(response.log);
+            *failover_log = Some(Box::new(response.log));
         }
-        self.maybe_request_from_now(vbucket)
+        self.maybe_request_from_now(key)
     }
 
     fn on_high_seqnos(&mut self, response: GetAllVbSeqnosResponse) -> Result<(), ConsumerError> {
         if response.status.is_success() {
             for (vb, seqno) in &response.entries {
-                if let Some(state) = self.vbuckets.get_mut(vb) {
+                for (_, state) in self.vbuckets.range_mut(StreamKey::all_of(*vb)) {
                     state.stats.high_seqno = state.stats.high_seqno.max(Some(*seqno));
                 }
             }
         }
-        let resolving: Vec<u16> = self
+        let resolving: Vec<StreamKey> = self
             .vbuckets
             .iter()
             .filter(|(_, v)| {
@@ -1126,15 +1162,15 @@ impl Consumer {
                     })
                 )
             })
-            .map(|(vb, _)| *vb)
+            .map(|(key, _)| *key)
             .collect();
-        for vb in resolving {
+        for key in resolving {
             let seqno = response
                 .entries
                 .iter()
-                .find(|(v, _)| *v == vb)
+                .find(|(v, _)| *v == key.vbucket())
                 .map(|(_, s)| *s);
-            let Some(state) = self.vbuckets.get_mut(&vb) else {
+            let Some(state) = self.vbuckets.get_mut(&key) else {
                 continue;
             };
             match (seqno, response.status.is_success()) {
@@ -1147,13 +1183,14 @@ impl Consumer {
                     {
                         *high_seqno = Some(seqno);
                     }
-                    self.maybe_request_from_now(vb)?;
+                    self.maybe_request_from_now(key)?;
                 }
                 _ => {
                     // Not an active vbucket here.
                     state.stream = None;
                     self.events.push_back(Event::StreamFailed {
-                        vbucket: vb,
+                        vbucket: key.vbucket(),
+                        stream_id: key.stream_id(),
                         status: if response.status.is_success() {
                             Status::NotMyVbucket
                         } else {
@@ -1167,8 +1204,8 @@ impl Consumer {
         Ok(())
     }
 
-    fn maybe_request_from_now(&mut self, vbucket: u16) -> Result<(), ConsumerError> {
-        let Some(state) = self.vbuckets.get_mut(&vbucket) else {
+    fn maybe_request_from_now(&mut self, key: StreamKey) -> Result<(), ConsumerError> {
+        let Some(state) = self.vbuckets.get_mut(&key) else {
             return Ok(());
         };
         let Some(Stream {
@@ -1182,8 +1219,11 @@ impl Consumer {
         else {
             return Ok(());
         };
-        state.reset(StreamPosition::at(log.clone(), *seqno));
-        self.send_stream_request(vbucket)
+        state.reset(StreamPosition::at(
+            crate::msg::FailoverLog::clone(log),
+            *seqno,
+        ));
+        self.send_stream_request(key)
     }
 
     fn on_request(&mut self, frame: Frame, now: Instant) -> Result<(), ConsumerError> {
@@ -1211,7 +1251,7 @@ impl Consumer {
         let credit = flow_control_size(frame.opcode(), frame.wire_len());
         self.flow.on_received(credit);
         let opaque = frame.opaque();
-        let Some(&vbucket) = self.streams_by_opaque.get(&opaque) else {
+        let Some(&key) = self.streams_by_opaque.get(&opaque) else {
             return match self.retired.get(opaque) {
                 // Stragglers of a stream closed without STREAM_END.
                 Some(Retired::Closed) => {
@@ -1225,11 +1265,21 @@ impl Consumer {
                 .into()),
             };
         };
+        let vbucket = key.vbucket();
         if frame.vbucket() != vbucket {
             return Err(ProtocolError::WrongVbucket {
                 opcode: frame.opcode(),
                 expected: vbucket,
                 got: frame.vbucket(),
+            }
+            .into());
+        }
+        let framed = frame.stream_id()?;
+        if framed != key.stream_id() {
+            return Err(ProtocolError::WrongStreamId {
+                opcode: frame.opcode(),
+                expected: key.stream_id(),
+                got: framed,
             }
             .into());
         }
@@ -1239,8 +1289,9 @@ impl Consumer {
             decompress_message(&mut message, self.config.max_frame_len)
                 .map_err(|error| ProtocolError::BadSnappyValue { opcode, error })?;
         }
-        let _span = tracing::debug_span!("dcp.stream", vb = vbucket).entered();
-        let Some(state) = self.vbuckets.get_mut(&vbucket) else {
+        let _span =
+            tracing::debug_span!("dcp.stream", vb = vbucket, sid = key.stream_id()).entered();
+        let Some(state) = self.vbuckets.get_mut(&key) else {
             return Ok(());
         };
         delivery::before_receive(state, &message, self.config.consistent_snapshots.is_some());
@@ -1252,7 +1303,7 @@ impl Consumer {
                     let key = crate::log::UserData::new(key, self.config.log_keys);
                     tracing::trace!(seqno = event.seqno(), %key, "change");
                 }
-                self.route_stream_event(vbucket, event, now)
+                self.route_stream_event(key, event, now)
             }
             stream::Received::Dropped => self.release_now(credit, now),
             stream::Received::Ended(event) => {
@@ -1266,8 +1317,8 @@ impl Consumer {
                 if let Event::StreamEnded { reason, .. } = &event {
                     tracing::info!(vb = vbucket, ?reason, "stream ended");
                 }
-                self.end_snapshot(vbucket, reached_end);
-                if let Some(state) = self.vbuckets.get_mut(&vbucket) {
+                self.end_snapshot(key, reached_end);
+                if let Some(state) = self.vbuckets.get_mut(&key) {
                     state.stream = None;
                 }
                 self.streams_by_opaque.remove(&opaque);

@@ -31,7 +31,8 @@ pub(crate) enum StreamState {
     Queued,
     /// Looking up the failover log and high seqno to start from now.
     ResolvingNow {
-        failover_log: Option<crate::msg::FailoverLog>,
+        /// Boxed: keeps every idle stream's state small.
+        failover_log: Option<Box<crate::msg::FailoverLog>>,
         high_seqno: Option<u64>,
     },
     /// STREAM_REQ in flight.
@@ -299,6 +300,7 @@ pub(crate) fn receive(
             vb.stats.ended(m.reason);
             return Ok(Received::Ended(Event::StreamEnded {
                 vbucket: m.vbucket,
+                stream_id: m.stream_id,
                 reason: m.reason,
                 credit,
             }));

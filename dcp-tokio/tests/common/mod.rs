@@ -121,7 +121,7 @@ impl View {
             Event::Mutation(m, _) => (m.vbucket, m.key.clone(), m.by_seqno, Some(m.value.clone())),
             Event::Deletion(d, _) => (d.vbucket, d.key.clone(), d.by_seqno, None),
             Event::Expiration(e, _) => (e.vbucket, e.key.clone(), e.by_seqno, None),
-            Event::Rollback { vbucket, seqno } => {
+            Event::Rollback { vbucket, seqno, .. } => {
                 for ((vb, _), versions) in self.versions.iter_mut() {
                     if vb == vbucket {
                         versions.retain(|(s, _)| s <= seqno);

@@ -221,7 +221,7 @@ pub(crate) fn json_line(event: &Event) -> Option<Line<'_>> {
             delete_time: Some(e.delete_time),
             ..Line::new("expiration", e.vbucket, e.by_seqno, &e.key, Text::default())
         },
-        Event::Rollback { vbucket, seqno } => {
+        Event::Rollback { vbucket, seqno, .. } => {
             Line::new("rollback", *vbucket, *seqno, &[], Text::default())
         }
         Event::Prepare(p, _) => Line {

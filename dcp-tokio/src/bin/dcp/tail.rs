@@ -410,7 +410,10 @@ fn print_progress(progress: &mut Progress, conn: &Connection, terminal: bool) {
 
 /// The connection's counters and its streams'.
 fn stats_of(conn: &Connection) -> (ConnectionStats, Vec<(u16, StreamStats)>) {
-    (conn.stats(), conn.consumer().all_stream_stats().collect())
+    // `dcp tail` opens no stream ids: one stream per vbucket.
+    let streams = conn.consumer().all_stream_stats();
+    let by_vbucket = streams.map(|(key, stats)| (key.vbucket(), stats));
+    (conn.stats(), by_vbucket.collect())
 }
 
 /// One JSON record line.
