@@ -370,6 +370,27 @@ fn disk_backfills_send_commits_as_mutations_and_pending_prepares() {
             high_completed_seqno: 4
         }
     );
+    // A v2.2 marker adds the high prepared seqno (4: prepares at 1, 3 and
+    // 4, completed or not) and the purge seqno.
+    let mut v22 = h.connect();
+    h.login_with(&mut v22, &[HelloFeature::Xerror, HelloFeature::Collections]);
+    assert_eq!(h.open(&mut v22, "v22", OpenFlags::empty()), Status::Success);
+    for (key, value) in [
+        ("enable_sync_writes", "true"),
+        ("consumer_name", "v22"),
+        ("max_marker_version", "2.2"),
+    ] {
+        assert_eq!(h.control(&mut v22, key, value), Status::Success, "{key}");
+    }
+    assert_eq!(
+        markers(&h.stream(&mut v22, 0))[0].format,
+        MarkerFormat::V2_2 {
+            max_visible_seqno: 8,
+            high_completed_seqno: 4,
+            purge_seqno: 0,
+            high_prepared_seqno: 4,
+        }
+    );
     // Without sync writes: neither the prepare nor the abort.
     let mut plain = h.client("plain", false);
     assert_eq!(

@@ -40,7 +40,7 @@
 //! [`Bucket::abort_sync_write`](super::Bucket::abort_sync_write) (what a
 //! durability timeout does).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -103,6 +103,9 @@ pub(crate) struct Durability {
     hidden: BTreeMap<u64, u64>,
     /// Completion seqno -> high completed seqno from then on.
     completions: BTreeMap<u64, u64>,
+    /// Every prepare's seqno (kept when the prepare itself is collected):
+    /// the high prepared seqno as of any point.
+    prepares: BTreeSet<u64>,
     /// The bounds of the last garbage collection and the number of
     /// entries then: nothing new to collect while they are unchanged.
     last_gc: (u64, u64, usize),
@@ -145,6 +148,16 @@ impl Durability {
             Some((&start, &run_end)) if run_end >= end => start.saturating_sub(1),
             _ => end,
         }
+    }
+
+    /// The highest prepare seqno at or below `end` (completed or not): in
+    /// this model every prepare is persisted as it is written.
+    pub(crate) fn high_prepared(&self, end: u64) -> u64 {
+        self.prepares
+            .range(..=end)
+            .next_back()
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The highest prepare seqno completed at or before `end`.
@@ -256,6 +269,7 @@ impl Durability {
         let above = seqno.saturating_add(1);
         self.entries.split_off(&above);
         self.completions.split_off(&above);
+        self.prepares.split_off(&above);
         self.hidden.split_off(&above);
         if let Some(mut last) = self.hidden.last_entry()
             && *last.get() > seqno
@@ -352,6 +366,12 @@ impl VBucket {
     /// The highest committed seqno at or below `end`.
     pub fn max_visible_seqno(&self, end: u64) -> u64 {
         self.sync.max_visible(end)
+    }
+
+    /// The highest prepare seqno at or below `end`, completed or not (a
+    /// v2.2 disk marker's high prepared seqno).
+    pub fn high_prepared_seqno(&self, end: u64) -> u64 {
+        self.sync.high_prepared(end)
     }
 
     /// The highest prepare seqno completed at or before `end`.
@@ -525,6 +545,7 @@ impl VBucket {
             now,
         );
         self.sync.pending.insert(doc.key.clone(), doc.seqno);
+        self.sync.prepares.insert(doc.seqno);
         self.sync_info(&doc)
     }
 
@@ -838,6 +859,8 @@ mod tests {
         assert_eq!(&vb.get(b"k", t()).unwrap().value[..], b"new");
         assert_eq!(vb.high_completed_seqno(3), 2);
         assert_eq!(vb.high_completed_seqno(2), 0);
+        assert_eq!(vb.high_prepared_seqno(1), 0);
+        assert_eq!(vb.high_prepared_seqno(3), 2);
         assert_eq!(vb.max_visible_seqno(3), 3);
         // Abort: the old version stays.
         prepare(&mut vb, "k", "newer");
@@ -846,6 +869,7 @@ mod tests {
         assert_eq!(&vb.get(b"k", t()).unwrap().value[..], b"new");
         assert_eq!(vb.max_visible_seqno(5), 3);
         assert_eq!(vb.high_completed_seqno(5), 4);
+        assert_eq!(vb.high_prepared_seqno(5), 4);
         assert_eq!(vb.pending_sync_writes(), 0);
         assert_eq!(vb.commit_prepared(b"k", t()), Err(BucketError::KeyNotFound));
     }
@@ -889,6 +913,7 @@ mod tests {
         assert_eq!(vb.pending_sync_writes(), 1);
         assert!(vb.get(b"a", t()).is_err());
         assert_eq!(vb.high_completed_seqno(5), 0);
+        assert_eq!(vb.high_prepared_seqno(5), 1);
         assert_eq!(vb.max_visible_seqno(1), 0);
         let (_, c) = vb.commit_prepared(b"a", t()).unwrap();
         assert_eq!(c.seqno, 2);

@@ -162,7 +162,7 @@ pub(crate) fn encode(
                     max_visible_seqno: seqnos.max_visible,
                     high_completed_seqno,
                     purge_seqno: *purge_seqno,
-                    high_prepared_seqno: 0,
+                    high_prepared_seqno: seqnos.high_prepared,
                 }
             } else if ctx.sync_replication {
                 MarkerFormat::V2_0 {

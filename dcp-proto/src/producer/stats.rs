@@ -36,9 +36,9 @@ fn vbucket_seqno_stats(vb: &VBucket, out: &mut Vec<(String, String)>) {
         ("purge_seqno", vb.purge_seqno()),
         ("last_persisted_snap_start", snap_start.min(high)),
         ("last_persisted_snap_end", snap_end),
-        ("high_prepared_seqno", 0),
-        ("high_completed_seqno", 0),
-        ("max_visible_seqno", high),
+        ("high_prepared_seqno", vb.high_prepared_seqno(high)),
+        ("high_completed_seqno", vb.high_completed_seqno(high)),
+        ("max_visible_seqno", vb.max_visible_seqno(high)),
     ] {
         out.push((format!("vb_{id}:{name}"), value.to_string()));
     }

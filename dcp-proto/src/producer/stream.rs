@@ -313,6 +313,7 @@ impl Stream {
             let seqnos = MarkerSeqnos {
                 max_visible: end,
                 high_completed: 0,
+                high_prepared: 0,
             };
             self.queue_marker(
                 self.params.snap_start,

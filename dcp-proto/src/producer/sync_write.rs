@@ -32,6 +32,8 @@ pub(crate) struct MarkerSeqnos {
     pub(crate) max_visible: u64,
     /// Highest completed prepare seqno (disk markers).
     pub(crate) high_completed: u64,
+    /// Highest prepare seqno, completed or not (v2.2 disk markers).
+    pub(crate) high_prepared: u64,
 }
 
 /// A sync-write message of a stream.
@@ -165,6 +167,7 @@ pub(crate) fn memory_snapshot(
     let seqnos = MarkerSeqnos {
         max_visible: vb.max_visible_seqno(end),
         high_completed: 0,
+        high_prepared: 0,
     };
     let last_sent = messages.last().and_then(data_seqno);
     let (marker, advance) = match last_sent {
@@ -194,6 +197,7 @@ pub(crate) fn disk_marker(
     let seqnos = MarkerSeqnos {
         max_visible: vb.max_visible_seqno(end),
         high_completed: vb.high_completed_seqno(end),
+        high_prepared: vb.high_prepared_seqno(end),
     };
     if sync_writes || collections {
         return Some((end, seqnos));
