@@ -689,6 +689,131 @@ fn durable_kv_writes_commit_at_once_or_wait_for_completion() {
     );
 }
 
+/// A KV request with durability level 1 (framing extras `0x11 0x01`).
+fn durable(
+    opcode: Opcode,
+    opaque: u32,
+    key: &str,
+    extras: Vec<u8>,
+    value: &str,
+) -> impl FnOnce(&mut bytes::BytesMut) -> Result<(), dcp_proto::codec::EncodeError> {
+    let (key, value) = (key.to_owned(), value.to_owned());
+    move |b| {
+        FrameHead::request(opcode, 0, opaque).encode(
+            b,
+            &[0x11, 1],
+            &extras,
+            key.as_bytes(),
+            value.as_bytes(),
+        )
+    }
+}
+
+/// INCREMENT / DECREMENT extras: delta, initial, expiry (0: create).
+fn counter_extras(delta: u64, initial: u64) -> Vec<u8> {
+    let mut extras = delta.to_be_bytes().to_vec();
+    extras.extend_from_slice(&initial.to_be_bytes());
+    extras.extend_from_slice(&0u32.to_be_bytes());
+    extras
+}
+
+#[test]
+fn durable_append_prepend_and_counters_are_sync_writes() {
+    let mut h = held(one_vb());
+    h.set("s", "mid"); // 1
+    let mut sync = h.client("sync", true);
+    let o = h.opaque();
+    let (resp, _) = h.stream_req(&mut sync, req(0, o));
+    assert_eq!(resp.status(), Status::Success);
+    let _ = h.recv(&mut sync);
+    let mut kv = h.connect();
+    h.login(&mut kv);
+
+    // Each waits for its commit; the stream shows prepare then commit.
+    let cases = [
+        (Opcode::Append, "s", vec![], ">", "mid>"),
+        (Opcode::Prepend, "s", vec![], "<", "<mid>"),
+        (Opcode::Increment, "n", counter_extras(5, 40), "", "40"),
+        (Opcode::Increment, "n", counter_extras(5, 40), "", "45"),
+        (Opcode::Decrement, "n", counter_extras(50, 0), "", "0"),
+    ];
+    let mut seqno = 1;
+    for (opcode, key, extras, value, expected) in cases {
+        let o = h.opaque();
+        h.send(&kv, durable(opcode, o, key, extras, value)).unwrap();
+        assert!(
+            h.recv(&mut kv).is_empty(),
+            "{opcode:?} waits for its commit"
+        );
+        let wall = h.wall();
+        assert_ne!(
+            h.node
+                .bucket_mut()
+                .get(key.as_bytes(), wall)
+                .ok()
+                .map(|d| d.value),
+            Some(Bytes::from(expected)),
+            "invisible while pending"
+        );
+        h.commit(key);
+        let frames = h.recv(&mut kv);
+        assert_eq!(frames.len(), 1, "{opcode:?}");
+        assert_eq!(
+            (frames[0].opaque(), frames[0].status()),
+            (o, Status::Success)
+        );
+        if matches!(opcode, Opcode::Increment | Opcode::Decrement) {
+            let r = dcp_proto::msg::client::CounterResponse::decode(&frames[0]).unwrap();
+            assert_eq!(r.value.to_string(), expected);
+        }
+        assert_eq!(
+            &h.node.bucket_mut().get(key.as_bytes(), wall).unwrap().value[..],
+            expected.as_bytes()
+        );
+        assert_eq!(
+            view(&h.recv(&mut sync)),
+            vec![
+                M::Marker(seqno + 1, seqno + 2),
+                M::Prepare(seqno + 1, key.into(), false),
+                M::Commit(seqno + 1, seqno + 2, key.into()),
+            ],
+            "{opcode:?}"
+        );
+        seqno += 2;
+    }
+
+    // An aborted counter answers SyncWriteAmbiguous and keeps its value.
+    let o = h.opaque();
+    h.send(
+        &kv,
+        durable(Opcode::Increment, o, "n", counter_extras(1, 0), ""),
+    )
+    .unwrap();
+    h.abort("n");
+    let frames = h.recv(&mut kv);
+    assert_eq!(frames[0].status(), Status::SyncWriteAmbiguous);
+    let wall = h.wall();
+    assert_eq!(
+        &h.node.bucket_mut().get(b"n", wall).unwrap().value[..],
+        b"0"
+    );
+    // Refusals come at once: a missing key, a bad level, and commands that
+    // cannot be durable.
+    let o = h.opaque();
+    assert_eq!(
+        h.status(&mut kv, durable(Opcode::Append, o, "missing", vec![], "x")),
+        Status::NotStored
+    );
+    let o = h.opaque();
+    assert_eq!(
+        h.status(
+            &mut kv,
+            durable(Opcode::Touch, o, "s", 0u32.to_be_bytes().to_vec(), "")
+        ),
+        Status::DurabilityImpossible
+    );
+}
+
 fn oso_node(bucket: BucketConfig, unfiltered: bool) -> Harness {
     Harness::new(
         config(1)

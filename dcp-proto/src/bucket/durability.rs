@@ -503,6 +503,43 @@ impl VBucket {
         Ok(self.prepare(doc, level, now))
     }
 
+    /// A durable APPEND (`append`) or PREPEND: checks as the plain one
+    /// does, then prepares the joined version.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn prepare_concat(
+        &mut self,
+        append: bool,
+        key: Bytes,
+        value: &[u8],
+        cas: u64,
+        level: DurabilityLevel,
+        max_value: usize,
+        now: SystemTime,
+    ) -> Result<MutationInfo, BucketError> {
+        check_level(level)?;
+        let doc = self.concatenated(append, key, value, cas, max_value, now)?;
+        Ok(self.prepare(doc, level, now))
+    }
+
+    /// A durable INCREMENT or DECREMENT: checks and computes as the plain
+    /// one does, then prepares the new value (returned with the prepare).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn prepare_counter(
+        &mut self,
+        incr: bool,
+        key: Bytes,
+        delta: u64,
+        initial: Option<u64>,
+        expiry: u32,
+        cas: u64,
+        level: DurabilityLevel,
+        now: SystemTime,
+    ) -> Result<(u64, MutationInfo), BucketError> {
+        check_level(level)?;
+        let (value, doc) = self.counted(incr, key, delta, initial, expiry, cas, now)?;
+        Ok((value, self.prepare(doc, level, now)))
+    }
+
     /// A durable DELETE: prepares a deletion.
     pub(crate) fn prepare_delete(
         &mut self,
@@ -534,7 +571,12 @@ impl VBucket {
         Ok(self.prepare(doc, level, now))
     }
 
-    fn prepare(&mut self, doc: Document, level: DurabilityLevel, now: SystemTime) -> MutationInfo {
+    pub(super) fn prepare(
+        &mut self,
+        doc: Document,
+        level: DurabilityLevel,
+        now: SystemTime,
+    ) -> MutationInfo {
         let doc = self.queue_prepared(
             doc,
             SyncRecord::Prepare {
@@ -696,6 +738,50 @@ impl super::Bucket {
         let vb = self.vbucket_of(key);
         let prepared = self.write_vb(vb, |v, _| v.prepare_delete(key, cas, level, now))?;
         self.after_prepare(key, prepared, now)
+    }
+
+    /// A durable APPEND (`append`) or PREPEND of `value` with `level`
+    /// (`cas` 0 = any version): the joined version is prepared, then
+    /// completes as [`durable_store`](Self::durable_store) does.
+    pub fn durable_concat(
+        &mut self,
+        append: bool,
+        key: &[u8],
+        value: &[u8],
+        cas: u64,
+        level: DurabilityLevel,
+        now: SystemTime,
+    ) -> Result<SyncWriteInfo, BucketError> {
+        let owned = Bytes::copy_from_slice(key);
+        let vb = self.vbucket_of(key);
+        let prepared = self.write_vb(vb, |v, max| {
+            v.prepare_concat(append, owned, value, cas, level, max, now)
+        })?;
+        self.after_prepare(key, prepared, now)
+    }
+
+    /// A durable INCREMENT (`incr`) or DECREMENT by `delta` with `level`,
+    /// creating a missing counter with `initial` (and `expiry`) if given.
+    /// Returns the value the prepare holds, which the key takes if it
+    /// commits.
+    #[allow(clippy::too_many_arguments)]
+    pub fn durable_counter(
+        &mut self,
+        incr: bool,
+        key: &[u8],
+        delta: u64,
+        initial: Option<u64>,
+        expiry: u32,
+        cas: u64,
+        level: DurabilityLevel,
+        now: SystemTime,
+    ) -> Result<(u64, SyncWriteInfo), BucketError> {
+        let owned = Bytes::copy_from_slice(key);
+        let vb = self.vbucket_of(key);
+        let (value, prepared) = self.write_vb(vb, |v, _| {
+            v.prepare_counter(incr, owned, delta, initial, expiry, cas, level, now)
+        })?;
+        Ok((value, self.after_prepare(key, prepared, now)?))
     }
 
     fn after_prepare(

@@ -380,6 +380,21 @@ impl VBucket {
         max_value: usize,
         now: SystemTime,
     ) -> Result<MutationInfo, BucketError> {
+        let doc = self.concatenated(append, key, value, cas, max_value, now)?;
+        let doc = self.commit(doc, now);
+        Ok(self.info(&doc))
+    }
+
+    /// The new version an APPEND or PREPEND makes (checked, not written).
+    pub(super) fn concatenated(
+        &mut self,
+        append: bool,
+        key: Bytes,
+        value: &[u8],
+        cas: u64,
+        max_value: usize,
+        now: SystemTime,
+    ) -> Result<Document, BucketError> {
         check_key(&key)?;
         self.require_active()?;
         self.check_no_sync_write(&key)?;
@@ -416,23 +431,19 @@ impl VBucket {
         if json {
             datatype = datatype | Datatype::JSON;
         }
-        let doc = self.commit(
-            Document {
-                key,
-                collection: self.write_collection,
-                value: joined.freeze(),
-                datatype,
-                flags: existing.flags,
-                expiry: existing.expiry,
-                cas: 0,
-                rev_seqno: existing.rev_seqno + 1,
-                seqno: 0,
-                kind: DocumentKind::Mutation,
-                delete_time: 0,
-            },
-            now,
-        );
-        Ok(self.info(&doc))
+        Ok(Document {
+            key,
+            collection: self.write_collection,
+            value: joined.freeze(),
+            datatype,
+            flags: existing.flags,
+            expiry: existing.expiry,
+            cas: 0,
+            rev_seqno: existing.rev_seqno + 1,
+            seqno: 0,
+            kind: DocumentKind::Mutation,
+            delete_time: 0,
+        })
     }
 
     /// INCREMENT (`incr`) or DECREMENT by `delta`. A missing key is created
@@ -449,6 +460,24 @@ impl VBucket {
         cas: u64,
         now: SystemTime,
     ) -> Result<(u64, MutationInfo), BucketError> {
+        let (value, doc) = self.counted(incr, key, delta, initial, expiry, cas, now)?;
+        let doc = self.commit(doc, now);
+        Ok((value, self.info(&doc)))
+    }
+
+    /// The new value and version an INCREMENT or DECREMENT makes (checked,
+    /// not written).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn counted(
+        &mut self,
+        incr: bool,
+        key: Bytes,
+        delta: u64,
+        initial: Option<u64>,
+        expiry: u32,
+        cas: u64,
+        now: SystemTime,
+    ) -> Result<(u64, Document), BucketError> {
         check_key(&key)?;
         self.require_active()?;
         self.check_no_sync_write(&key)?;
@@ -481,23 +510,20 @@ impl VBucket {
             }
             None => (Bytes::from(text), Datatype::JSON),
         };
-        let doc = self.commit(
-            Document {
-                rev_seqno: self.next_rev(&key),
-                collection: self.write_collection,
-                key,
-                value: stored,
-                datatype,
-                flags,
-                expiry,
-                cas: 0,
-                seqno: 0,
-                kind: DocumentKind::Mutation,
-                delete_time: 0,
-            },
-            now,
-        );
-        Ok((value, self.info(&doc)))
+        let doc = Document {
+            rev_seqno: self.next_rev(&key),
+            collection: self.write_collection,
+            key,
+            value: stored,
+            datatype,
+            flags,
+            expiry,
+            cas: 0,
+            seqno: 0,
+            kind: DocumentKind::Mutation,
+            delete_time: 0,
+        };
+        Ok((value, doc))
     }
 
     /// TOUCH: sets a new expiry (a new version, as on a data node).

@@ -7,8 +7,10 @@
 //! committed (SUCCESS with the commit's CAS and seqno) or aborted
 //! (SyncWriteAmbiguous, what a durability timeout answers) in hold mode.
 //! A level outside 1..=3 is DurabilityInvalidLevel; a write of a key whose
-//! sync write is pending is SyncWriteInProgress. Durable APPEND, PREPEND,
-//! counters and TOUCH are not modelled (DurabilityImpossible).
+//! sync write is pending is SyncWriteInProgress. APPEND, PREPEND,
+//! INCREMENT and DECREMENT are durable too (a counter's response carries
+//! the value its prepare holds); any other command with a durability
+//! level (TOUCH, GAT, ...) is DurabilityImpossible.
 
 use bytes::Bytes;
 
@@ -17,7 +19,9 @@ use super::context::{Ctx, Deferred};
 use super::error::{CloseReason, ConnectionId};
 use crate::bucket::{BucketError, MutationInfo, StoreMode, SyncWriteOutcome, WriteOptions};
 use crate::codec::{Datatype, DurabilityLevel, Frame, Opcode, Status, frame_info};
-use crate::msg::client::{Delete, MutationResponse, MutationToken, Store};
+use crate::msg::client::{
+    Concat, Counter, CounterResponse, Delete, MutationResponse, MutationToken, Store,
+};
 use crate::msg::{CollectionKey, DEFAULT_COLLECTION, decompress_value};
 
 /// The durability level a request asks for: `Ok(None)` without the frame
@@ -42,6 +46,8 @@ pub(crate) struct SyncWaiter {
     pub(crate) conn: ConnectionId,
     pub(crate) opcode: Opcode,
     pub(crate) opaque: u32,
+    /// A counter's value once the write commits (INCREMENT, DECREMENT).
+    pub(crate) counter: Option<u64>,
 }
 
 fn response(
@@ -82,8 +88,30 @@ pub(crate) fn complete(
         SyncWriteOutcome::Committed(info) => Ok(info),
         SyncWriteOutcome::Aborted(_) => Err(Status::SyncWriteAmbiguous),
     };
+    if let Some(value) = waiter.counter {
+        let r = counter_response(conn, waiter, value, result);
+        return conn.respond(r.status, |buf| r.encode(buf));
+    }
     let r = response(conn, waiter, result);
     conn.respond(r.status, |buf| r.encode(buf))
+}
+
+fn counter_response(
+    conn: &Connection,
+    waiter: SyncWaiter,
+    value: u64,
+    result: Result<MutationInfo, Status>,
+) -> CounterResponse {
+    let r = response(conn, waiter, result);
+    CounterResponse {
+        opcode: r.opcode,
+        status: r.status,
+        opaque: r.opaque,
+        cas: r.cas,
+        value: if r.status.is_success() { value } else { 0 },
+        token: r.token,
+        error_body: r.error_body,
+    }
 }
 
 fn key_of(conn: &Connection, key: &Bytes) -> Result<Bytes, Status> {
@@ -107,10 +135,11 @@ pub(crate) fn handle(
     let opcode = frame.opcode();
     let opaque = frame.opaque();
     let now = ctx.wall_clock;
-    let waiter = SyncWaiter {
+    let mut waiter = SyncWaiter {
         conn: conn.id,
         opcode,
         opaque,
+        counter: None,
     };
     let fail = |conn: &mut Connection, status| conn.status(opcode, status, opaque);
     let result: Result<crate::bucket::SyncWriteInfo, BucketError> = match opcode {
@@ -161,6 +190,60 @@ pub(crate) fn handle(
             }
             ctx.bucket.durable_delete(&key, req.cas, level, now)
         }
+        Opcode::Append | Opcode::Prepend => {
+            let Ok(req) = Concat::decode(frame) else {
+                return fail(conn, Status::Einval);
+            };
+            let sent = frame.datatype();
+            if sent.is_snappy() && !conn.features.snappy {
+                return fail(conn, Status::Einval);
+            }
+            let key = match key_of(conn, &req.key) {
+                Ok(key) => key,
+                Err(status) => return fail(conn, status),
+            };
+            if ctx.bucket.vbucket_of(&key) != frame.vbucket() {
+                return fail(conn, Status::NotMyVbucket);
+            }
+            let max = ctx.bucket.config().max_value_size;
+            match decompress_value(sent, &req.value, max) {
+                Ok((_, value)) => ctx.bucket.durable_concat(
+                    opcode == Opcode::Append,
+                    &key,
+                    &value,
+                    req.cas,
+                    level,
+                    now,
+                ),
+                Err(_) => Err(BucketError::Invalid("corrupt Snappy value")),
+            }
+        }
+        Opcode::Increment | Opcode::Decrement => {
+            let Ok(req) = Counter::decode(frame) else {
+                return fail(conn, Status::Einval);
+            };
+            let key = match key_of(conn, &req.key) {
+                Ok(key) => key,
+                Err(status) => return fail(conn, status),
+            };
+            if ctx.bucket.vbucket_of(&key) != frame.vbucket() {
+                return fail(conn, Status::NotMyVbucket);
+            }
+            let initial = (req.expiry != Counter::NO_CREATE).then_some(req.initial);
+            let counted = ctx.bucket.durable_counter(
+                opcode == Opcode::Increment,
+                &key,
+                req.delta,
+                initial,
+                req.expiry,
+                req.cas,
+                level,
+                now,
+            );
+            // Errors answer as counters too (value 0).
+            waiter.counter = Some(counted.as_ref().map_or(0, |(value, _)| *value));
+            counted.map(|(_, info)| info)
+        }
         _ => return fail(conn, Status::DurabilityImpossible),
     };
     match result {
@@ -175,6 +258,10 @@ pub(crate) fn handle(
                 Ok(())
             }
         },
+        Err(e) if waiter.counter.is_some() => {
+            let r = counter_response(conn, waiter, 0, Err(e.status()));
+            conn.respond(r.status, |buf| r.encode(buf))
+        }
         Err(e) => fail(conn, e.status()),
     }
 }

@@ -155,8 +155,9 @@
 //! - Flow control as behavior.md §4: full frame sizes, one-message
 //!   overshoot, pause at ≥ N, resume on BUFFER_ACK, clamped over-acks,
 //!   noops and responses never counted.
-//! - Sync writes (behavior.md §7): durable SET/ADD/REPLACE/DELETE (the
-//!   durability frame info, or the bucket's `durable_*` API) are PREPAREs
+//! - Sync writes (behavior.md §7): durable SET/ADD/REPLACE/DELETE,
+//!   APPEND/PREPEND and INCREMENT/DECREMENT (the durability frame info, or
+//!   the bucket's `durable_*` API) are PREPAREs
 //!   at their own seqno (pending, invisible, the key locked:
 //!   SyncWriteInProgress), then COMMITs or ABORTs at new seqnos. Without
 //!   `enable_sync_writes` prepares and aborts are never sent, commits are
@@ -197,8 +198,7 @@
 //!   can lose only what memory checkpoints hold. Cursor dropping happens
 //!   whether or not the client enabled it.
 //! - Quiet KV variants (GETQ, SETQ, ...), locking, subdocument commands,
-//!   durable APPEND/PREPEND/counters/TOUCH (DurabilityImpossible), range
-//!   scans.
+//!   durable TOUCH and GAT (DurabilityImpossible), range scans.
 //! - The `dcp` stats carry a subset of the server's per-connection and
 //!   per-stream names.
 
