@@ -12,6 +12,7 @@ seeds_for() {
   case "$1" in
     header | frame_stream | message | message_by_opcode | value_parsers) echo seeds/frames ;;
     consumer) echo seeds/consumer ;;
+    consumer_stream_ids) echo seeds/consumer_stream_ids ;;
     consumer_handshake) echo seeds/consumer_handshake ;;
     producer) echo seeds/producer ;;
     cluster_config) echo ../dcp-proto/tests/cluster_fixtures ;;

@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use dcp_proto::auth::Credentials;
 use dcp_proto::bucket::WriteOptions;
 use dcp_proto::codec::{Datatype, Frame, FrameDecoder, HEADER_LEN, Header};
-use dcp_proto::consumer::{Consumer, ConsumerConfig, SnappyMode, StreamStart};
+use dcp_proto::consumer::{Consumer, ConsumerConfig, SnappyMode, StreamFilter, StreamStart};
 use dcp_proto::msg::client::HelloResponse;
 use dcp_proto::msg::{
     CollectionKey, FailoverEntry, FailoverLog, Message, Open, OpenFlags, StatusResponse,
@@ -24,6 +24,7 @@ use dcp_proto::msg::{
     decompress_value, read_leb128_u32,
 };
 use dcp_proto::producer::{ConnectionId, Node, NodeConfig};
+use dcp_proto::session::StreamKey;
 
 /// Header decoding: never panics; a decoded header re-encodes to its bytes.
 pub fn header(data: &[u8]) {
@@ -179,10 +180,17 @@ pub fn ready_consumer(now: Instant) -> (Consumer, [u32; 2]) {
     consumer
         .open_stream(1, StreamStart::Beginning, Some(1000))
         .expect("open 1");
+    let opaques = answer_handshake(&mut consumer, now, 2);
+    (consumer, [opaques[0], opaques[1]])
+}
+
+/// Answers a fresh consumer's handshake (every request succeeds) and its
+/// first `streams` stream requests (accepted); returns their opaques.
+fn answer_handshake(consumer: &mut Consumer, now: Instant, streams: usize) -> Vec<u32> {
     let mut decoder = FrameDecoder::new();
     let mut tx = BytesMut::new();
     let mut opaques = Vec::new();
-    while opaques.len() < 2 {
+    while opaques.len() < streams {
         consumer.poll_transmit(&mut tx);
         let frame = decoder.decode(&mut tx).expect("valid").expect("a request");
         let mut rx = BytesMut::new();
@@ -202,7 +210,7 @@ pub fn ready_consumer(now: Instant) -> (Consumer, [u32; 2]) {
         consumer.handle_input(&mut rx, now).expect("handshake");
     }
     while consumer.poll_event().is_some() {}
-    (consumer, [opaques[0], opaques[1]])
+    opaques
 }
 
 /// The consumer's whole input path, from the ready state of
@@ -216,6 +224,55 @@ pub fn consumer(data: &[u8]) {
         (ready_consumer(start).0, start)
     });
     drive_consumer(ready.clone(), *start, data);
+}
+
+/// The streams [`ready_consumer_with_stream_ids`] opens: vbucket 0 twice
+/// (stream ids 1 and 2, filtered to collections 0 and 8), vbucket 1 once
+/// (stream id 1, unfiltered).
+pub const STREAM_ID_STREAMS: [(u16, u16); 3] = [(0, 1), (0, 2), (1, 1)];
+
+/// A consumer like [`ready_consumer`] but with collections and stream ids
+/// negotiated, streaming [`STREAM_ID_STREAMS`]; returns each stream's
+/// opaque in that order.
+pub fn ready_consumer_with_stream_ids(now: Instant) -> (Consumer, Vec<u32>) {
+    let config = ConsumerConfig::new("fuzz", "default")
+        .with_buffer_size(4096)
+        .with_snappy(SnappyMode::Decompress)
+        .with_collections(true)
+        .with_stream_ids(true);
+    let mut consumer = Consumer::new(config, "nonce", now).expect("consumer");
+    for (vb, sid) in STREAM_ID_STREAMS {
+        let key = StreamKey::of(vb, Some(sid));
+        let opened = match (vb, sid) {
+            (0, 1) => consumer.open_filtered_stream(
+                key,
+                StreamStart::Beginning,
+                None,
+                StreamFilter::Collections(vec![0]),
+            ),
+            (0, _) => consumer.open_filtered_stream(
+                key,
+                StreamStart::Beginning,
+                None,
+                StreamFilter::Collections(vec![8]),
+            ),
+            _ => consumer.open_stream(key, StreamStart::Beginning, Some(1000)),
+        };
+        opened.expect("open");
+    }
+    let opaques = answer_handshake(&mut consumer, now, STREAM_ID_STREAMS.len());
+    (consumer, opaques)
+}
+
+/// [`consumer`] on a connection with stream ids: the same input format,
+/// driven from [`ready_consumer_with_stream_ids`].
+pub fn consumer_stream_ids(data: &[u8]) -> ConsumerOutcome {
+    static READY: OnceLock<(Consumer, Instant)> = OnceLock::new();
+    let (ready, start) = READY.get_or_init(|| {
+        let start = Instant::now();
+        (ready_consumer_with_stream_ids(start).0, start)
+    });
+    drive_consumer(ready.clone(), *start, data)
 }
 
 /// [`consumer`] as it was first written: the ready consumer built afresh
@@ -327,7 +384,7 @@ fn drive_consumer(mut consumer: Consumer, start: Instant, data: &[u8]) -> Consum
         }
     }
     let checkpoint = consumer.checkpoint();
-    for position in checkpoint.vbuckets.values() {
+    for (_, position) in checkpoint.streams() {
         let r = position.resume();
         assert!(r.snap_start_seqno <= r.start_seqno && r.start_seqno <= r.snap_end_seqno);
     }
@@ -745,6 +802,120 @@ mod replay {
             input.push(0x40 | 50); // 250 s of silence: dead connection
             std::fs::write(dir.join(name), input).unwrap();
         }
+    }
+
+    #[test]
+    fn consumer_stream_ids_seeds() {
+        let seeds = inputs("consumer_stream_ids");
+        assert!(!seeds.is_empty(), "consumer_stream_ids seeds present");
+        for s in seeds.iter().chain(&inputs("consumer")) {
+            super::consumer_stream_ids(s);
+        }
+        let seed = |name: &str| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            fs::read(root.join("seeds/consumer_stream_ids").join(name)).expect("seed")
+        };
+        // Each stream took its messages; without the final silence the
+        // connection stays up.
+        let mut ends = seed("three-streams-one-ends");
+        ends.pop();
+        let outcome = super::consumer_stream_ids(&ends);
+        assert!(!outcome.closed);
+        assert!(outcome.stats.contains("items: 9,"), "{}", outcome.stats);
+        assert!(
+            outcome.stats.contains("streams_open: 2,"),
+            "{}",
+            outcome.stats
+        );
+        assert!(super::consumer_stream_ids(&seed("wrong-stream-id")).closed);
+    }
+
+    /// Writes the stream-id consumer seeds: each stream's messages framed
+    /// with its id (collection-prefixed keys), then one framed with the
+    /// wrong id, and a stream end.
+    #[test]
+    #[ignore]
+    fn write_consumer_stream_ids_seeds() {
+        use bytes::{Bytes, BytesMut};
+        use dcp_proto::codec::Datatype;
+        use dcp_proto::msg::{
+            MarkerFormat, Mutation, SeqnoAdvanced, SnapshotFlags, SnapshotMarker, StreamEnd,
+            StreamEndReason,
+        };
+        let (_, opaques) = super::ready_consumer_with_stream_ids(std::time::Instant::now());
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/consumer_stream_ids");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut wire = BytesMut::new();
+        for (i, (vb, sid)) in super::STREAM_ID_STREAMS.into_iter().enumerate() {
+            let opaque = opaques[i];
+            let stream_id = Some(sid);
+            SnapshotMarker {
+                vbucket: vb,
+                opaque,
+                stream_id,
+                start: 1,
+                end: 6,
+                flags: SnapshotFlags::MEMORY,
+                format: MarkerFormat::V1,
+            }
+            .encode(&mut wire)
+            .unwrap();
+            for seqno in [1u64, 2, 4] {
+                Mutation {
+                    vbucket: vb,
+                    opaque,
+                    stream_id,
+                    cas: seqno,
+                    datatype: Datatype::JSON,
+                    by_seqno: seqno,
+                    rev_seqno: 1,
+                    flags: 0,
+                    expiration: 0,
+                    lock_time: 0,
+                    nru: 0,
+                    key: Bytes::from(format!("\0key{seqno}")),
+                    value: Bytes::from_static(b"{\"a\":1}"),
+                }
+                .encode(&mut wire)
+                .unwrap();
+            }
+            SeqnoAdvanced {
+                vbucket: vb,
+                opaque,
+                stream_id,
+                seqno: 6,
+            }
+            .encode(&mut wire)
+            .unwrap();
+        }
+        let end = |wire: &mut BytesMut, stream_id| {
+            StreamEnd {
+                vbucket: 0,
+                opaque: opaques[1],
+                stream_id,
+                reason: StreamEndReason::Ok,
+            }
+            .encode(wire)
+            .unwrap();
+        };
+        let chunked = |wire: &[u8]| {
+            let mut input = Vec::new();
+            for (i, chunk) in wire.chunks(40).enumerate() {
+                input.push(chunk.len() as u8 | if i % 2 == 0 { 0x80 } else { 0 });
+                input.extend_from_slice(chunk);
+            }
+            input
+        };
+        let mut ended = wire.clone();
+        end(&mut ended, Some(2));
+        let mut input = chunked(&ended);
+        input.push(0x40 | 50); // 250 s of silence: dead connection
+        std::fs::write(dir.join("three-streams-one-ends"), input).unwrap();
+        // Vbucket 0's stream 2 ended by a frame naming stream 1.
+        let mut wrong = wire;
+        end(&mut wrong, Some(1));
+        std::fs::write(dir.join("wrong-stream-id"), chunked(&wrong)).unwrap();
     }
 
     #[test]
