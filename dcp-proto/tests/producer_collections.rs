@@ -154,12 +154,7 @@ fn memory_snapshots_carry_system_events_and_prefixed_keys() {
     assert_eq!((e.version, &e.key[..]), (1, &b"d"[..]));
     assert_eq!(
         e.data().unwrap(),
-        SystemEventData::BeginCollection {
-            manifest_uid: 3,
-            scope_id: 0,
-            collection_id: d,
-            max_ttl: Some(60)
-        }
+        SystemEventData::begin_collection(3, 0, d, Bytes::from_static(b"d"), Some(60))
     );
     let Message::SystemEvent(e) = decode(&frames[1]) else {
         panic!()
