@@ -160,6 +160,18 @@ impl SystemEventData {
         }
     }
 
+    /// Parses a value outside a frame: `event` and `version` as the
+    /// extras would give them, `key` the event's key (the name for versions
+    /// 0 and 1). Error offsets count from the start of the value.
+    pub fn decode(
+        event: SystemEventId,
+        version: u8,
+        key: &Bytes,
+        value: &Bytes,
+    ) -> Result<Self, DecodeError> {
+        parse_data(event, version, key, value, 0, 0)
+    }
+
     /// The event id this data goes with.
     pub fn event(&self) -> SystemEventId {
         match self {
