@@ -3,6 +3,14 @@
 //! rollback, retry), the collection and plain key of a document event, and
 //! typed system events with a per-vbucket view of the manifest.
 //!
+//! System events read the same whichever value format the producer used:
+//! the fixed structs, or FlatBuffers tables once
+//! [`ConsumerConfig::flatbuffers_system_events`](super::ConsumerConfig::flatbuffers_system_events)
+//! was accepted, which also brings ModifyCollection events
+//! ([`CollectionsChange::CollectionModified`]: a new max TTL or history
+//! setting). Every event's manifest uid is kept in the stream's position
+//! and so in the checkpoint.
+//!
 //! A stream whose filtered collections (or scope) are all dropped ends with
 //! [`StreamEndReason::FilterEmpty`](crate::msg::StreamEndReason::FilterEmpty):
 //! a normal end, not to be re-requested with the same filter.
