@@ -268,6 +268,9 @@ pub(crate) struct VbCollections {
     /// The seqno of each scope's latest system event (its own, or one of
     /// its collections').
     scope_high: BTreeMap<u32, u64>,
+    /// The settings (max TTL, history) of each live collection as its
+    /// latest create or modify event here gave them.
+    settings: BTreeMap<u32, (Option<u32>, bool)>,
 }
 
 impl Default for VbCollections {
@@ -282,6 +285,7 @@ impl Default for VbCollections {
             scopes: BTreeSet::from([0]),
             high: BTreeMap::new(),
             scope_high: BTreeMap::new(),
+            settings: BTreeMap::from([(DEFAULT_COLLECTION, (None, false))]),
         }
     }
 }
@@ -321,10 +325,15 @@ impl VbCollections {
                 SystemEventId::BeginCollection => {
                     self.live.insert(c, doc.seqno);
                     self.scope_of.insert(c, item.scope);
+                    self.settings.insert(c, (item.max_ttl, item.history));
+                }
+                SystemEventId::ModifyCollection => {
+                    self.settings.insert(c, (item.max_ttl, item.history));
                 }
                 SystemEventId::EndCollection => {
                     self.live.remove(&c);
                     self.scope_of.remove(&c);
+                    self.settings.remove(&c);
                 }
                 _ => {}
             }
@@ -351,7 +360,8 @@ impl VbCollections {
     }
 
     /// The system events that bring this vbucket to `manifest`: creates
-    /// of missing scopes and collections, drops of extra ones (what a
+    /// of missing scopes and collections, modifies of collections whose
+    /// settings differ, drops of extra ones (what a
     /// vbucket does when the manifest is applied to it again, e.g. after a
     /// failover lost some of its events).
     pub(crate) fn catch_up(&self, manifest: &Manifest) -> Vec<SystemEventItem> {
@@ -375,6 +385,19 @@ impl VbCollections {
                 .collections()
                 .filter(|c| !self.live.contains_key(&c.id))
                 .map(|c| begin_event(c, uid)),
+        );
+        events.extend(
+            manifest
+                .collections()
+                .filter(|c| {
+                    self.live.contains_key(&c.id)
+                        && self.settings.get(&c.id) != Some(&(c.max_ttl, c.history))
+                })
+                .map(|c| {
+                    let mut event = begin_event(c, uid);
+                    event.event = SystemEventId::ModifyCollection;
+                    event
+                }),
         );
         events.extend(
             self.scope_of
@@ -884,6 +907,31 @@ mod tests {
             (SystemEventId::EndCollection, Some(kept))
         );
         assert_eq!(vb.documents_in(kept).count(), 0);
+    }
+
+    #[test]
+    fn a_failover_that_loses_a_modify_event_makes_it_again() {
+        let mut b = Bucket::new(BucketConfig::new("b").with_vbuckets(1), 7);
+        let c = b
+            .create_collection("_default", "c", None, now())
+            .unwrap()
+            .id; // 1
+        b.set_in(c, b"k", "v", WriteOptions::new(), now()).unwrap(); // 2
+        b.modify_collection("_default", "c", Some(Some(9)), Some(true), now())
+            .unwrap(); // 3
+        b.failover(0, 1).unwrap();
+        let vb = b.vbucket(0).unwrap();
+        let last = vb.scan(vb.high_seqno() - 1, vb.high_seqno(), 1).items;
+        let event = SystemEventItem::from_document(&last[0]).unwrap();
+        assert_eq!(
+            (event.event, event.collection, event.max_ttl, event.history),
+            (SystemEventId::ModifyCollection, Some(c), Some(9), true)
+        );
+        assert_eq!(event.manifest_uid, b.manifest().uid());
+        // Nothing lost, nothing made: the vbucket already agrees.
+        let high = b.vbucket(0).unwrap().high_seqno();
+        b.failover(0, 0).unwrap();
+        assert_eq!(b.vbucket(0).unwrap().high_seqno(), high);
     }
 
     #[test]
