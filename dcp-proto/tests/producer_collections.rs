@@ -818,3 +818,45 @@ fn a_collection_max_ttl_caps_or_supplies_expiry() {
     b.touch(b"plain", 0, wall).unwrap();
     assert_eq!(b.get(b"plain", wall).unwrap().expiry, now + 7);
 }
+
+#[test]
+fn a_backfill_skips_the_modify_events_of_a_dropped_collection() {
+    let config = config(1).with_bucket(
+        BucketConfig::new(BUCKET)
+            .with_vbuckets(1)
+            .with_checkpoints(2, 1),
+    );
+    let mut h = Harness::new(config);
+    let (c, d) = setup(&mut h); // 1 scope, 2 c, 3 d
+    let wall = h.wall();
+    let b = h.node.bucket_mut();
+    b.modify_collection("s", "c", Some(Some(5)), None, wall)
+        .unwrap(); // 4
+    b.modify_collection("_default", "d", None, Some(true), wall)
+        .unwrap(); // 5
+    b.drop_collection("s", "c", wall).unwrap(); // 6
+    for i in 0..6 {
+        h.set(&format!("k{i}"), "v"); // 7..=12: memory no longer holds 1..=6
+    }
+    let mut fb = collections_client(&mut h, "fb-backfill");
+    assert_eq!(
+        h.control(&mut fb, "flatbuffers_system_events", "true"),
+        Status::Success
+    );
+    let (events, _) = system_events(&stream(&mut h, &mut fb, req(0, 1)));
+    let summary: Vec<(u64, SystemEventId, Option<u32>)> = events
+        .iter()
+        .map(|e| (e.0, e.1, e.3.collection_id()))
+        .collect();
+    // c's create was replaced by its drop, and its modify is hidden; d's
+    // modify stays.
+    assert_eq!(
+        summary,
+        [
+            (1, SCOPE, None),
+            (3, BEGIN, Some(d)),
+            (5, SystemEventId::ModifyCollection, Some(d)),
+            (6, END, Some(c)),
+        ]
+    );
+}

@@ -13,7 +13,9 @@
 //! indexes is the collection or scope it is about, so a later event of the
 //! same collection replaces the earlier one (a drop replaces the create; a
 //! flush moves the create to a new seqno); a collection's modify events
-//! have an identity of their own (the latest one stays beside the create).
+//! have an identity of their own (the latest one stays beside the create),
+//! and backfills skip it once the collection is dropped or flushed after
+//! it, as the server does.
 //!
 //! Modifying a collection (its max TTL or history setting) is a
 //! ModifyCollection event, which only FlatBuffers connections receive;
@@ -293,9 +295,18 @@ impl Default for VbCollections {
 impl VbCollections {
     /// Whether `doc` belongs to a dropped collection, or predates its
     /// collection's flush: backfills skip it and reads do not see it.
+    /// System events stay visible (drop events too), except a
+    /// collection's modify event once the collection is dropped or flushed
+    /// after it (as on the server: the latest create carries the settings).
     pub(crate) fn is_logically_deleted(&self, doc: &Document) -> bool {
         if doc.is_system_event() {
-            return false;
+            if SystemEventId::from_raw(doc.flags) != SystemEventId::ModifyCollection {
+                return false;
+            }
+            let Some(c) = SystemEventItem::from_document(doc).and_then(|i| i.collection) else {
+                return false;
+            };
+            return self.live.get(&c).is_none_or(|&start| doc.seqno < start);
         }
         self.live
             .get(&doc.collection)
@@ -327,7 +338,7 @@ impl VbCollections {
                     self.scope_of.insert(c, item.scope);
                     self.settings.insert(c, (item.max_ttl, item.history));
                 }
-                SystemEventId::ModifyCollection => {
+                SystemEventId::ModifyCollection if self.live.contains_key(&c) => {
                     self.settings.insert(c, (item.max_ttl, item.history));
                 }
                 SystemEventId::EndCollection => {
@@ -932,6 +943,31 @@ mod tests {
         let high = b.vbucket(0).unwrap().high_seqno();
         b.failover(0, 0).unwrap();
         assert_eq!(b.vbucket(0).unwrap().high_seqno(), high);
+    }
+
+    #[test]
+    fn a_modify_event_is_hidden_from_backfills_once_dropped_or_flushed_after() {
+        let mut b = Bucket::new(BucketConfig::new("b").with_vbuckets(1), 7);
+        b.create_collection("_default", "c", None, now()).unwrap(); // 1
+        b.create_collection("_default", "d", None, now()).unwrap(); // 2
+        b.modify_collection("_default", "c", Some(Some(5)), None, now())
+            .unwrap(); // 3
+        b.modify_collection("_default", "d", Some(Some(5)), None, now())
+            .unwrap(); // 4
+        let modifies = |b: &Bucket| -> Vec<(u64, bool)> {
+            let vb = b.vbucket(0).unwrap();
+            vb.documents()
+                .filter(|d| {
+                    SystemEventId::from_raw(d.flags) == SystemEventId::ModifyCollection
+                        && d.is_system_event()
+                })
+                .map(|d| (d.seqno, vb.is_logically_deleted(d)))
+                .collect()
+        };
+        assert_eq!(modifies(&b), [(3, false), (4, false)]);
+        b.drop_collection("_default", "c", now()).unwrap(); // 5
+        b.flush_collection("_default", "d", now()).unwrap(); // 6
+        assert_eq!(modifies(&b), [(3, true), (4, true)]);
     }
 
     #[test]
