@@ -11,6 +11,7 @@ cd "$(dirname "$0")"
 seeds_for() {
   case "$1" in
     header | frame_stream | message | message_by_opcode | value_parsers) echo seeds/frames ;;
+    system_event_value) echo seeds/system_event_value ;;
     consumer) echo seeds/consumer ;;
     consumer_stream_ids) echo seeds/consumer_stream_ids ;;
     consumer_handshake) echo seeds/consumer_handshake ;;

@@ -11,8 +11,10 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use dcp_proto::codec::{Datatype, FrameDecoder};
-use dcp_proto::msg::{MarkerFormat, Message, Mutation, SnapshotFlags, SnapshotMarker};
+use dcp_proto::codec::{Datatype, Frame, FrameDecoder};
+use dcp_proto::msg::{
+    MarkerFormat, Message, Mutation, SnapshotFlags, SnapshotMarker, SystemEvent, SystemEventData,
+};
 
 const STREAM_BYTES: usize = 256 * 1024;
 
@@ -135,6 +137,27 @@ fn bench(c: &mut Criterion) {
                 decode_messages,
                 BatchSize::PerIteration,
             )
+        });
+    }
+    group.finish();
+
+    // One system event frame, decoded and its value read: the fixed struct
+    // (version 1) against the FlatBuffers table (version 2, verified first).
+    let mut group = c.benchmark_group("system_event");
+    let data =
+        SystemEventData::begin_collection(0x1f, 8, 9, Bytes::from_static(b"orders"), Some(3600));
+    for (name, flatbuffers) in [("fixed_v1", false), ("flatbuffers_v2", true)] {
+        let mut buf = BytesMut::new();
+        SystemEvent::from_data(7, 0xabcd, None, 42, &data, flatbuffers)
+            .and_then(|e| e.encode(&mut buf))
+            .expect("system event encodes");
+        let frame = Frame::parse(buf.freeze()).expect("one frame");
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let event = SystemEvent::decode(black_box(&frame)).expect("valid");
+                black_box(event.data().expect("valid value"))
+            })
         });
     }
     group.finish();

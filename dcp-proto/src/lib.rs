@@ -10,7 +10,9 @@
 //!   [`FrameDecoder`](codec::FrameDecoder).
 //! - [`msg`]: one typed struct per DCP message and per handshake command,
 //!   each with `decode(&Frame)` and `encode(&mut BytesMut)`; collection-id key
-//!   prefixes, xattr sections and bounded Snappy value decompression.
+//!   prefixes, xattr sections, bounded Snappy value decompression, and
+//!   system event values typed alike from fixed structs or verified
+//!   FlatBuffers tables ([`SystemEventData`](msg::SystemEventData)).
 //! - [`auth`]: SASL PLAIN and SCRAM-SHA1/256/512, client and server sides.
 //! - [`consumer`]: one DCP consumer connection as a state machine: handshake,
 //!   streams, rollback, flow control, noops, checkpoints.

@@ -15,7 +15,7 @@ use dcp_proto::msg::client::{HelloFeature, HelloResponse};
 use dcp_proto::msg::{
     FailoverEntry, FailoverLog, MarkerFormat, Message, Mutation, SeqnoAdvanced, SnapshotFlags,
     SnapshotMarker, StatusResponse, StreamEnd, StreamEndReason, StreamRequest,
-    StreamRequestResponse, SystemEvent, SystemEventId,
+    StreamRequestResponse, SystemEvent, SystemEventData, SystemEventId,
 };
 
 const UUID: u64 = 0xfeed;
@@ -298,4 +298,113 @@ fn unfiltered_streams_send_no_value() {
         .unwrap();
     assert_eq!(s.stream_request().value, None);
     assert_eq!(s.consumer.stream_filter(0), None);
+}
+
+/// The same typed data whether the producer sent fixed structs or
+/// FlatBuffers, a ModifyCollection included; every event's manifest uid
+/// reaches the checkpoint.
+#[test]
+fn flatbuffers_events_are_typed_and_their_uid_is_checkpointed() {
+    let mut s = Script::new();
+    s.consumer
+        .open_stream(0, StreamStart::Beginning, None)
+        .unwrap();
+    let req = s.stream_request();
+    s.feed(StreamRequestResponse::accepted(
+        req.opaque,
+        log(&[(UUID, 0)]),
+    ));
+    let o = req.opaque;
+    let create = SystemEventData::begin_collection(5, 0, 8, Bytes::from_static(b"c"), None);
+    let modify = SystemEventData::ModifyCollection {
+        manifest_uid: 6,
+        scope_id: 0,
+        collection_id: 8,
+        name: Bytes::from_static(b"c"),
+        max_ttl: Some(30),
+        history: true,
+        metered: false,
+        flush_uid: 0,
+        default_collection_mvs: 0,
+    };
+    let drop = SystemEventData::EndCollection {
+        manifest_uid: 7,
+        scope_id: 0,
+        collection_id: 8,
+        system: false,
+    };
+    s.feed(marker(o, 1, 3));
+    // The create as a fixed struct (version 0), the others as FlatBuffers.
+    s.feed(SystemEvent::from_data(0, o, None, 1, &create, false).unwrap());
+    s.feed(SystemEvent::from_data(0, o, None, 2, &modify, true).unwrap());
+    s.feed(SystemEvent::from_data(0, o, None, 3, &drop, true).unwrap());
+    let mut view = ManifestView::default();
+    let mut changes = Vec::new();
+    for e in s.events() {
+        if let Event::SystemEvent(se, _) = e {
+            let change = view.apply(&se).unwrap();
+            if matches!(change, CollectionsChange::CollectionModified { .. }) {
+                assert_eq!(view.collection(8).unwrap().max_ttl, Some(30));
+                assert!(view.collection(8).unwrap().history);
+            }
+            changes.push(change);
+        }
+    }
+    assert_eq!(
+        changes,
+        [
+            CollectionsChange::CollectionCreated {
+                manifest_uid: 5,
+                scope: 0,
+                collection: 8,
+                name: Bytes::from_static(b"c"),
+                max_ttl: None,
+                history: false,
+            },
+            CollectionsChange::CollectionModified {
+                manifest_uid: 6,
+                scope: 0,
+                collection: 8,
+                name: Bytes::from_static(b"c"),
+                max_ttl: Some(30),
+                history: true,
+            },
+            CollectionsChange::CollectionDropped {
+                manifest_uid: 7,
+                scope: 0,
+                collection: 8,
+            },
+        ]
+    );
+    assert!(!view.has_collection(8));
+    assert_eq!(view.uid(), 7);
+    assert_eq!(s.consumer.checkpoint().vbuckets[&0].manifest_uid, 7);
+}
+
+/// A FlatBuffers value that fails verification is a protocol error of the
+/// connection, not a panic.
+#[test]
+fn a_hostile_flatbuffers_value_fails_the_connection_with_a_typed_error() {
+    let mut s = Script::new();
+    s.consumer
+        .open_stream(0, StreamStart::Beginning, None)
+        .unwrap();
+    let req = s.stream_request();
+    s.feed(StreamRequestResponse::accepted(
+        req.opaque,
+        log(&[(UUID, 0)]),
+    ));
+    s.feed(marker(req.opaque, 1, 1));
+    let mut bad = event(
+        req.opaque,
+        1,
+        SystemEventId::ModifyCollection,
+        b"c",
+        &[1, 2, 3],
+    );
+    bad.version = 2;
+    let mut wire = BytesMut::new();
+    Message::SystemEvent(bad).encode(&mut wire).unwrap();
+    let err = s.consumer.handle_input(&mut wire, s.now).unwrap_err();
+    assert!(err.to_string().contains("FlatBuffers Collection"), "{err}");
 }

@@ -103,6 +103,63 @@ fn handshake_order_and_settings() {
     );
 }
 
+/// Plays the handshake of `config` up to Ready, answering every control
+/// with success except `refuse` (EINVAL); returns the controls sent and
+/// what was negotiated.
+fn handshake_controls(
+    config: ConsumerConfig,
+    refuse: &str,
+) -> (Vec<String>, dcp_proto::consumer::Negotiated) {
+    let mut s = Script::new(config);
+    let Message::Hello(hello) = s.one() else {
+        panic!()
+    };
+    s.feed_ok(HelloResponse::success(hello.opaque, hello.features.clone()));
+    let mut controls = Vec::new();
+    while !s.consumer.is_ready() {
+        let request = s.one();
+        match &request {
+            Message::Control(control) if control.key_str().unwrap() == refuse => {
+                controls.push(control.key_str().unwrap().to_owned());
+                s.feed_ok(StatusResponse::new(
+                    Opcode::DcpControl,
+                    Status::Einval,
+                    control.opaque,
+                ));
+            }
+            Message::Control(control) => {
+                controls.push(control.key_str().unwrap().to_owned());
+                s.ok(&request);
+            }
+            _ => s.ok(&request),
+        }
+    }
+    let events = s.events();
+    let [Event::Ready(negotiated)] = &events[..] else {
+        panic!("{events:?}")
+    };
+    (controls, negotiated.clone())
+}
+
+#[test]
+fn flatbuffers_system_events_are_asked_for_and_may_be_refused() {
+    let fb = config()
+        .with_collections(true)
+        .with_flatbuffers_system_events(true);
+    let (controls, negotiated) = handshake_controls(fb.clone(), "");
+    assert!(controls.contains(&"flatbuffers_system_events".to_owned()));
+    assert!(negotiated.flatbuffers_system_events);
+    // An older server answers EINVAL: optional, so the connection goes on
+    // with fixed-struct events.
+    let (_, negotiated) = handshake_controls(fb, "flatbuffers_system_events");
+    assert!(!negotiated.flatbuffers_system_events);
+    assert_eq!(negotiated.refused_controls, ["flatbuffers_system_events"]);
+    // Off by default: not sent.
+    let (controls, negotiated) = handshake_controls(config().with_collections(true), "");
+    assert!(!controls.contains(&"flatbuffers_system_events".to_owned()));
+    assert!(!negotiated.flatbuffers_system_events);
+}
+
 #[test]
 fn required_control_refused_names_the_step() {
     let mut s =

@@ -125,6 +125,7 @@ fn typed_fields(msg: &Message) -> serde_json::Map<String, Value> {
                     scope_id,
                     collection_id,
                     max_ttl,
+                    ..
                 } => {
                     let mut d = json!({
                         "manifest_uid": s(manifest_uid), "scope_id": s(scope_id),

@@ -154,12 +154,7 @@ fn memory_snapshots_carry_system_events_and_prefixed_keys() {
     assert_eq!((e.version, &e.key[..]), (1, &b"d"[..]));
     assert_eq!(
         e.data().unwrap(),
-        SystemEventData::BeginCollection {
-            manifest_uid: 3,
-            scope_id: 0,
-            collection_id: d,
-            max_ttl: Some(60)
-        }
+        SystemEventData::begin_collection(3, 0, d, Bytes::from_static(b"d"), Some(60))
     );
     let Message::SystemEvent(e) = decode(&frames[1]) else {
         panic!()
@@ -598,9 +593,23 @@ fn admin_commands_change_the_manifest() {
         },
     );
     assert_eq!(status, Status::UnknownCollection);
+    let (status, body) = admin(
+        &mut h,
+        AdminCommand::ModifyCollection {
+            scope: "inventory".into(),
+            collection: "hotels".into(),
+            max_ttl: Some(45),
+            no_max_ttl: false,
+            history: Some(true),
+        },
+    );
+    assert_eq!(status, Status::Success);
+    assert_eq!(body["uid"].as_str(), Some("3"));
     let (status, manifest) = admin(&mut h, AdminCommand::GetManifest);
     assert_eq!(status, Status::Success);
     assert_eq!(manifest["scopes"][1]["collections"][0]["name"], "hotels");
+    assert_eq!(manifest["scopes"][1]["collections"][0]["maxTTL"], 45);
+    assert_eq!(manifest["scopes"][1]["collections"][0]["history"], true);
     let (status, _) = admin(
         &mut h,
         AdminCommand::DropScope {
@@ -608,9 +617,10 @@ fn admin_commands_change_the_manifest() {
         },
     );
     assert_eq!(status, Status::Success);
-    // Every vbucket holds the four events.
+    // Every vbucket holds the five events (create scope, create, modify,
+    // drop, drop scope).
     for vb in h.node.bucket().vbuckets() {
-        assert_eq!(vb.high_seqno(), 4);
+        assert_eq!(vb.high_seqno(), 5);
     }
 }
 
@@ -649,4 +659,204 @@ fn a_filtered_stream_behind_the_purge_seqno_needs_no_rollback_when_nothing_of_it
     let mut all = collections_client(&mut h, "all-behind");
     let (resp, _) = h.stream_req(&mut all, resume(0, 3, uuid, 5, (5, 5)));
     assert_eq!(response(&resp).rollback_seqno(), Some(0));
+}
+
+/// A system event as (seqno, event, version, typed data).
+type Seen = (u64, SystemEventId, u8, SystemEventData);
+
+/// The system events of a stream, and the SEQNO_ADVANCED seqnos.
+fn system_events(frames: &[Frame]) -> (Vec<Seen>, Vec<u64>) {
+    let mut events = Vec::new();
+    let mut advanced = Vec::new();
+    for f in frames {
+        match decode(f) {
+            Message::SystemEvent(e) => {
+                events.push((e.by_seqno, e.event, e.version, e.data().unwrap()))
+            }
+            Message::SeqnoAdvanced(m) => advanced.push(m.seqno),
+            _ => {}
+        }
+    }
+    (events, advanced)
+}
+
+#[test]
+fn modify_events_go_only_to_flatbuffers_connections_as_version_2() {
+    let mut h = Harness::new(config(1));
+    let (c, d) = setup(&mut h);
+    h.set("a", "1");
+    let wall = h.wall();
+    let modified = h
+        .node
+        .bucket_mut()
+        .modify_collection("_default", "d", Some(Some(30)), Some(true), wall)
+        .unwrap();
+    assert_eq!(
+        (modified.id, modified.max_ttl, modified.history),
+        (d, Some(30), true)
+    );
+    // Setting what is set: no event, no new uid.
+    let uid = h.node.bucket_mut().manifest().uid();
+    h.node
+        .bucket_mut()
+        .modify_collection("_default", "d", Some(Some(30)), None, wall)
+        .unwrap();
+    assert_eq!(h.node.bucket_mut().manifest().uid(), uid);
+
+    // Seqnos: 1 scope, 2 c, 3 d, 4 a, 5 modify d.
+    let mut fb = collections_client(&mut h, "fb");
+    assert_eq!(
+        h.control(&mut fb, "flatbuffers_system_events", "true"),
+        Status::Success
+    );
+    let (events, _) = system_events(&stream(&mut h, &mut fb, req(0, 1)));
+    let summary: Vec<(u64, SystemEventId, u8)> = events.iter().map(|e| (e.0, e.1, e.2)).collect();
+    assert_eq!(
+        summary,
+        [
+            (1, SCOPE, 2),
+            (2, BEGIN, 2),
+            (3, BEGIN, 2),
+            (5, SystemEventId::ModifyCollection, 2)
+        ]
+    );
+    assert_eq!(
+        events[3].3,
+        SystemEventData::ModifyCollection {
+            manifest_uid: uid,
+            scope_id: 0,
+            collection_id: d,
+            name: Bytes::from_static(b"d"),
+            max_ttl: Some(30),
+            history: true,
+            metered: false,
+            flush_uid: 0,
+            default_collection_mvs: 0,
+        }
+    );
+    // The create of d read the same as over a fixed-struct connection.
+    assert_eq!(
+        events[2].3,
+        SystemEventData::begin_collection(3, 0, d, Bytes::from_static(b"d"), Some(60))
+    );
+
+    // Without FlatBuffers: no modify event; SEQNO_ADVANCED covers its seqno.
+    let mut plain = collections_client(&mut h, "plain");
+    let (events, advanced) = system_events(&stream(&mut h, &mut plain, req(0, 1)));
+    let summary: Vec<(u64, SystemEventId, u8)> = events.iter().map(|e| (e.0, e.1, e.2)).collect();
+    assert_eq!(summary, [(1, SCOPE, 0), (2, BEGIN, 0), (3, BEGIN, 1)]);
+    assert_eq!(advanced, [5]);
+
+    // Live: a modify of c reaches the FlatBuffers stream only.
+    h.node
+        .bucket_mut()
+        .modify_collection("s", "c", None, Some(true), wall)
+        .unwrap();
+    let (events, _) = system_events(&h.recv(&mut fb));
+    assert!(matches!(
+        &events[..],
+        [(6, SystemEventId::ModifyCollection, 2, SystemEventData::ModifyCollection { collection_id, history: true, max_ttl: None, .. })] if *collection_id == c
+    ));
+    // A snapshot holding nothing else is skipped whole, as one the filter
+    // empties; the next write arrives as usual.
+    assert!(h.recv(&mut plain).is_empty());
+    h.set("z", "1");
+    let got = view(&h.recv(&mut plain), true);
+    assert!(got.contains(&It::Doc(7, 0, "z")), "{got:?}");
+    // The manifest shows the settings.
+    let json = h.node.bucket_mut().manifest().to_json().to_string();
+    assert!(
+        json.contains(r#""history":true"#) && json.contains(r#""maxTTL":30"#),
+        "{json}"
+    );
+}
+
+#[test]
+fn a_collection_max_ttl_caps_or_supplies_expiry() {
+    let mut h = Harness::new(config(1));
+    let (c, d) = setup(&mut h);
+    let wall = h.wall();
+    let now = wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    let b = h.node.bucket_mut();
+    let expiry_of = |b: &mut dcp_proto::bucket::Bucket, collection: u32, asked: u32| {
+        let key = format!("k{asked}");
+        b.set_in(
+            collection,
+            key.as_bytes(),
+            "v",
+            WriteOptions::new().expiry(asked),
+            wall,
+        )
+        .unwrap();
+        b.get_in(collection, key.as_bytes(), wall).unwrap().expiry
+    };
+    // d has a max TTL of 60 s: none asked gets 60 s, more is capped, less
+    // (relative or absolute) is kept.
+    assert_eq!(expiry_of(b, d, 0), now + 60);
+    assert_eq!(expiry_of(b, d, 3600), now + 60);
+    assert_eq!(expiry_of(b, d, 10), now + 10);
+    assert_eq!(expiry_of(b, d, now + 20), now + 20);
+    assert_eq!(expiry_of(b, d, now + 120), now + 60);
+    // c has none: the expiry is as asked.
+    assert_eq!(expiry_of(b, c, 0), 0);
+    assert_eq!(expiry_of(b, c, 3600), now + 3600);
+    // A modified max TTL applies to later writes; 0 means no limit.
+    b.modify_collection("s", "c", Some(Some(5)), None, wall)
+        .unwrap();
+    assert_eq!(expiry_of(b, c, 0), now + 5);
+    b.modify_collection("s", "c", Some(Some(0)), None, wall)
+        .unwrap();
+    assert_eq!(expiry_of(b, c, 0), 0);
+    // The default collection follows its own max TTL (touch too).
+    b.modify_collection("_default", "_default", Some(Some(7)), None, wall)
+        .unwrap();
+    b.set(b"plain", "v", WriteOptions::new(), wall).unwrap();
+    assert_eq!(b.get(b"plain", wall).unwrap().expiry, now + 7);
+    b.touch(b"plain", 0, wall).unwrap();
+    assert_eq!(b.get(b"plain", wall).unwrap().expiry, now + 7);
+}
+
+#[test]
+fn a_backfill_skips_the_modify_events_of_a_dropped_collection() {
+    let config = config(1).with_bucket(
+        BucketConfig::new(BUCKET)
+            .with_vbuckets(1)
+            .with_checkpoints(2, 1),
+    );
+    let mut h = Harness::new(config);
+    let (c, d) = setup(&mut h); // 1 scope, 2 c, 3 d
+    let wall = h.wall();
+    let b = h.node.bucket_mut();
+    b.modify_collection("s", "c", Some(Some(5)), None, wall)
+        .unwrap(); // 4
+    b.modify_collection("_default", "d", None, Some(true), wall)
+        .unwrap(); // 5
+    b.drop_collection("s", "c", wall).unwrap(); // 6
+    for i in 0..6 {
+        h.set(&format!("k{i}"), "v"); // 7..=12: memory no longer holds 1..=6
+    }
+    let mut fb = collections_client(&mut h, "fb-backfill");
+    assert_eq!(
+        h.control(&mut fb, "flatbuffers_system_events", "true"),
+        Status::Success
+    );
+    let (events, _) = system_events(&stream(&mut h, &mut fb, req(0, 1)));
+    let summary: Vec<(u64, SystemEventId, Option<u32>)> = events
+        .iter()
+        .map(|e| (e.0, e.1, e.3.collection_id()))
+        .collect();
+    // c's create was replaced by its drop, and its modify is hidden; d's
+    // modify stays.
+    assert_eq!(
+        summary,
+        [
+            (1, SCOPE, None),
+            (3, BEGIN, Some(d)),
+            (5, SystemEventId::ModifyCollection, Some(d)),
+            (6, END, Some(c)),
+        ]
+    );
 }

@@ -37,8 +37,8 @@ use dcp_proto::msg::{
     Expiration, FailoverEntry, FailoverLog, FailoverLogResponse, Flush, GetFailoverLog,
     MarkerFormat, Message, Mutation, Open, OsoSnapshot, Prepare, SeqnoAcknowledged, SeqnoAdvanced,
     SetVbucketState, SnapshotMarker, StatusResponse, StreamEnd, StreamEndReason, StreamRequest,
-    StreamRequestOutcome, StreamRequestResponse, StreamRequestValue, SystemEvent, SystemEventId,
-    VbucketState,
+    StreamRequestOutcome, StreamRequestResponse, StreamRequestValue, SystemEvent, SystemEventData,
+    SystemEventId, VbucketState,
 };
 use proptest::array::{uniform4, uniform5};
 use proptest::collection::vec;
@@ -509,27 +509,97 @@ prop_compose! {
 }
 
 /// The event id, version and value combinations the decoder has a layout
-/// for: the fixed-size v0/v1 payloads, and FlatBuffers (v2) of any event.
+/// for: the fixed-size v0/v1 payloads, and FlatBuffers (v2) tables of any
+/// event (built from typed data: the decoder verifies v2 values).
 fn system_event_payload() -> impl Strategy<Value = (SystemEventId, u8, Bytes)> {
-    use SystemEventId::{BeginCollection, CreateScope, DropScope, EndCollection, ModifyCollection};
+    use SystemEventId::{BeginCollection, CreateScope, DropScope, EndCollection};
     let fixed = |id: SystemEventId, version: u8, len: usize| {
         vec(any::<u8>(), len).prop_map(move |v| (id, version, Bytes::from(v)))
     };
-    let any_id = select(vec![
-        BeginCollection,
-        EndCollection,
-        CreateScope,
-        DropScope,
-        ModifyCollection,
-    ]);
+    let flatbuffers = (
+        (
+            any::<u64>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<Option<u32>>(),
+        ),
+        "[a-zA-Z0-9_%-]{1,16}",
+        any::<[bool; 3]>(),
+        (any::<u64>(), any::<u64>(), 0..5u8),
+    )
+        .prop_map(
+            |((uid, scope, id, max_ttl), name, flags, (flush, mvs, which))| {
+                let data = flatbuffers_data(
+                    (uid, scope, id, max_ttl),
+                    name.into(),
+                    flags,
+                    (flush, mvs, which),
+                );
+                (
+                    data.event(),
+                    2,
+                    data.encode_value(2).expect("UTF-8 names encode"),
+                )
+            },
+        );
     prop_oneof![
         1 => fixed(BeginCollection, 0, 16),
         1 => fixed(BeginCollection, 1, 20),
         1 => fixed(EndCollection, 0, 16),
         1 => fixed(CreateScope, 0, 12),
         1 => fixed(DropScope, 0, 12),
-        5 => (any_id, blob(0..=64)).prop_map(|(id, value)| (id, 2, value)),
+        5 => flatbuffers,
     ]
+}
+
+/// One event's typed data: `which` picks create, modify, drop collection,
+/// create or drop scope.
+fn flatbuffers_data(
+    (manifest_uid, scope_id, collection_id, max_ttl): (u64, u32, u32, Option<u32>),
+    name: Bytes,
+    [history, metered, system]: [bool; 3],
+    (flush_uid, default_collection_mvs, which): (u64, u64, u8),
+) -> SystemEventData {
+    match which {
+        0 => SystemEventData::BeginCollection {
+            manifest_uid,
+            scope_id,
+            collection_id,
+            name,
+            max_ttl,
+            history,
+            metered,
+            flush_uid,
+            default_collection_mvs,
+        },
+        1 => SystemEventData::ModifyCollection {
+            manifest_uid,
+            scope_id,
+            collection_id,
+            name,
+            max_ttl,
+            history,
+            metered,
+            flush_uid,
+            default_collection_mvs,
+        },
+        2 => SystemEventData::EndCollection {
+            manifest_uid,
+            scope_id,
+            collection_id,
+            system,
+        },
+        3 => SystemEventData::CreateScope {
+            manifest_uid,
+            scope_id,
+            name,
+        },
+        _ => SystemEventData::DropScope {
+            manifest_uid,
+            scope_id,
+            system,
+        },
+    }
 }
 
 prop_compose! {

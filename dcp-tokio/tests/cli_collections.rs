@@ -116,3 +116,84 @@ fn tail_streams_one_collection_and_admin_changes_the_manifest() {
     assert_ne!(out.code, Some(0));
     assert!(out.stderr.contains("not supported"), "{}", out.stderr);
 }
+
+#[test]
+fn tail_prints_modify_events_and_admin_modifies_a_collection() {
+    // One vbucket: 1 create scope, 2 create hotels, 3..=102 its documents.
+    let serve = Serve::start(&["--vbuckets", "1", "--collection", "inventory.hotels"]);
+    let out = admin(
+        &serve,
+        &[
+            "modify-collection",
+            "inventory.hotels",
+            "--max-ttl",
+            "30",
+            "--history",
+            "true",
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let modified: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(modified["id"], "8");
+    let out = admin(&serve, &["manifest"]);
+    let manifest: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let hotels = &manifest["scopes"][1]["collections"][0];
+    assert_eq!(
+        (&hotels["maxTTL"], &hotels["history"]),
+        (&Value::from(30), &Value::from(true))
+    );
+
+    // The modify is seqno 103: tail asks for FlatBuffers system events and
+    // prints it typed.
+    let out = dcp(&[
+        "tail",
+        &serve.addr,
+        "-u",
+        "app",
+        "-p",
+        "secret",
+        "--vbuckets",
+        "0",
+        "--json",
+        "--scope",
+        "inventory",
+        "--end-seqno",
+        "103",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines = out.json_lines();
+    let events: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["type"] == "system_event")
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["create_scope", "begin_collection", "modify_collection"],
+        "{events:?}"
+    );
+    let modify = events[2];
+    assert_eq!(
+        (&modify["seqno"], &modify["collection"], &modify["key"]),
+        (&Value::from(103), &Value::from(8), &Value::from("hotels"))
+    );
+    assert_eq!(
+        (&modify["max_ttl"], &modify["history"]),
+        (&Value::from(30), &Value::from(true))
+    );
+
+    // Removing the max TTL; an unknown collection is refused.
+    let out = admin(
+        &serve,
+        &["modify-collection", "inventory.hotels", "--no-max-ttl"],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = admin(
+        &serve,
+        &["modify-collection", "inventory.nope", "--history", "false"],
+    );
+    assert_ne!(out.code, Some(0));
+}

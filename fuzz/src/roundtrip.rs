@@ -31,7 +31,8 @@
 //!   never JSON alone nor JSON|Snappy (the server refuses those);
 //! - a snapshot marker's start is at most its end;
 //! - system events carry the payload their id and version define: the
-//!   fixed v0/v1 layouts, or FlatBuffers (v2, any bytes);
+//!   fixed v0/v1 layouts, or FlatBuffers tables (v2) built from typed
+//!   data with UTF-8 names (the decoder verifies v2 values);
 //! - a PREPARE's durability is one of the three defined levels;
 //! - GET_ALL_VB_SEQNOS's state is 0..=4 and a collection id needs a state;
 //! - error constructors take a non-success status; a failed stream request
@@ -65,7 +66,8 @@ use dcp_proto::msg::{
     MarkerFormat, Message, Mutation, Open, OpenFlags, OsoFlags, OsoSnapshot, Prepare,
     SeqnoAcknowledged, SeqnoAdvanced, SetVbucketState, SnapshotFlags, SnapshotMarker,
     StatusResponse, StreamEnd, StreamEndReason, StreamRequest, StreamRequestFlags,
-    StreamRequestResponse, StreamRequestValue, SystemEvent, SystemEventId, VbucketState,
+    StreamRequestResponse, StreamRequestValue, SystemEvent, SystemEventData, SystemEventId,
+    VbucketState,
 };
 
 /// Longest key drawn under classic framing (above 255, so keys flexible
@@ -930,7 +932,7 @@ fn stream_request(u: &mut Unstructured) -> Result<StreamRequest> {
 }
 
 fn system_event(u: &mut Unstructured) -> Result<SystemEvent> {
-    use SystemEventId::{BeginCollection, CreateScope, DropScope, EndCollection, ModifyCollection};
+    use SystemEventId::{BeginCollection, CreateScope, DropScope, EndCollection};
     let fixed = |u: &mut Unstructured, len: usize| blob(u, len, len);
     let (event, version, value) = match u.int_in_range(0u8..=9)? {
         0 => (BeginCollection, 0, fixed(u, 16)?),
@@ -939,17 +941,9 @@ fn system_event(u: &mut Unstructured) -> Result<SystemEvent> {
         3 => (CreateScope, 0, fixed(u, 12)?),
         4 => (DropScope, 0, fixed(u, 12)?),
         _ => {
-            let id = choose(
-                u,
-                &[
-                    BeginCollection,
-                    EndCollection,
-                    CreateScope,
-                    DropScope,
-                    ModifyCollection,
-                ],
-            )?;
-            (id, 2, blob(u, 0, 64)?)
+            let data = system_event_data(u)?;
+            let value = data.encode_value(2).expect("UTF-8 names encode");
+            (data.event(), 2, value)
         }
     };
     let (stream_id, key) = sid_and_key(u, 0)?;
@@ -962,6 +956,63 @@ fn system_event(u: &mut Unstructured) -> Result<SystemEvent> {
         version,
         key,
         value,
+    })
+}
+
+/// Typed system event data of any event (names UTF-8, as the FlatBuffers
+/// schema requires).
+fn system_event_data(u: &mut Unstructured) -> Result<SystemEventData> {
+    let manifest_uid = num64(u)?;
+    let scope_id = num32(u)?;
+    let collection_id = num32(u)?;
+    let len = u.int_in_range(1usize..=30)?;
+    let name: String = (0..len)
+        .map(|_| Ok(char::from(*u.choose(b"abcXYZ019_-%")?)))
+        .collect::<Result<_>>()?;
+    let name = Bytes::from(name);
+    let max_ttl = opt(u, num32)?;
+    let [history, metered, system]: [bool; 3] = u.arbitrary()?;
+    let flush_uid = num64(u)?;
+    let default_collection_mvs = num64(u)?;
+    Ok(match u.int_in_range(0u8..=4)? {
+        0 => SystemEventData::BeginCollection {
+            manifest_uid,
+            scope_id,
+            collection_id,
+            name,
+            max_ttl,
+            history,
+            metered,
+            flush_uid,
+            default_collection_mvs,
+        },
+        1 => SystemEventData::ModifyCollection {
+            manifest_uid,
+            scope_id,
+            collection_id,
+            name,
+            max_ttl,
+            history,
+            metered,
+            flush_uid,
+            default_collection_mvs,
+        },
+        2 => SystemEventData::EndCollection {
+            manifest_uid,
+            scope_id,
+            collection_id,
+            system,
+        },
+        3 => SystemEventData::CreateScope {
+            manifest_uid,
+            scope_id,
+            name,
+        },
+        _ => SystemEventData::DropScope {
+            manifest_uid,
+            scope_id,
+            system,
+        },
     })
 }
 

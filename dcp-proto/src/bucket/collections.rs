@@ -5,12 +5,24 @@
 //!
 //! A system event is stored as a [`Document`] of kind
 //! [`DocumentKind::SystemEvent`]: `flags` holds the event id, `key` the key
-//! a DCP connection receives (the name for creations, empty for drops) and
-//! `value` the fixed-struct value non-FlatBuffers connections receive
-//! (wire.md §12). Its identity in the checkpoint and disk indexes is the
-//! collection or scope it is about, so a later event of the same collection
-//! replaces the earlier one (a drop replaces the create; a flush moves the
-//! create to a new seqno).
+//! a DCP connection receives (the name for creations and modifications,
+//! empty for drops) and `value` the event's FlatBuffers table (as the
+//! server stores it, and as connections that enabled
+//! `flatbuffers_system_events` receive it; the others get the fixed struct
+//! of wire.md §12 made from it). Its identity in the checkpoint and disk
+//! indexes is the collection or scope it is about, so a later event of the
+//! same collection replaces the earlier one (a drop replaces the create; a
+//! flush moves the create to a new seqno); a collection's modify events
+//! have an identity of their own (the latest one stays beside the create),
+//! and backfills skip it once the collection is dropped or flushed after
+//! it, as the server does.
+//!
+//! Modifying a collection (its max TTL or history setting) is a
+//! ModifyCollection event, which only FlatBuffers connections receive;
+//! other streams skip it (a SEQNO_ADVANCED covers it when it ends a
+//! snapshot). A collection's max TTL caps the expiry of the documents
+//! written to it, or gives one to those written without (see
+//! [`limit_expiry`]).
 //!
 //! Dropping a collection is logical, as on the server: its documents stay
 //! on disk but backfills skip them (and reads no longer see them); memory
@@ -31,7 +43,7 @@ use super::manifest::{CollectionEntry, Manifest};
 use super::vbucket::VBucket;
 use super::write::{MutationInfo, StoreMode, WriteOptions};
 use crate::codec::Datatype;
-use crate::msg::{DEFAULT_COLLECTION, SystemEventId};
+use crate::msg::{DEFAULT_COLLECTION, SystemEventData, SystemEventId};
 
 /// The collection id of the system-event namespace (the server reserves
 /// ids 1 to 7; 1 holds system events). System event items carry it.
@@ -51,64 +63,136 @@ pub struct SystemEventItem {
     pub collection: Option<u32>,
     /// The name, for creations (empty for drops).
     pub name: Bytes,
-    /// The collection's max TTL (BeginCollection only; version 1 then).
+    /// The collection's max TTL (create and modify events).
     pub max_ttl: Option<u32>,
-}
-
-fn be_u32_at(value: &[u8], at: usize) -> Option<u32> {
-    let bytes: [u8; 4] = value.get(at..at + 4)?.try_into().ok()?;
-    Some(u32::from_be_bytes(bytes))
-}
-
-fn be_u64_at(value: &[u8], at: usize) -> Option<u64> {
-    let bytes: [u8; 8] = value.get(at..at + 8)?.try_into().ok()?;
-    Some(u64::from_be_bytes(bytes))
+    /// Whether the collection keeps history (create and modify events).
+    pub history: bool,
+    /// The manifest uid of the collection's latest flush (create events).
+    pub flush_uid: u64,
 }
 
 impl SystemEventItem {
-    /// Reads a system event back from its stored document.
+    /// An event with no collection settings (max TTL, history, flush uid
+    /// at their defaults).
+    pub fn new(
+        event: SystemEventId,
+        manifest_uid: u64,
+        scope: u32,
+        collection: Option<u32>,
+        name: Bytes,
+    ) -> Self {
+        Self {
+            event,
+            manifest_uid,
+            scope,
+            collection,
+            name,
+            max_ttl: None,
+            history: false,
+            flush_uid: 0,
+        }
+    }
+
+    /// Reads a system event back from its stored document (its
+    /// FlatBuffers value); `None` if it is not one.
     pub fn from_document(doc: &Document) -> Option<Self> {
         if !doc.is_system_event() {
             return None;
         }
         let event = SystemEventId::from_raw(doc.flags);
-        let manifest_uid = be_u64_at(&doc.value, 0)?;
-        let scope = be_u32_at(&doc.value, 8)?;
-        let (collection, max_ttl) = match event {
-            SystemEventId::BeginCollection | SystemEventId::EndCollection => {
-                (Some(be_u32_at(&doc.value, 12)?), be_u32_at(&doc.value, 16))
-            }
-            _ => (None, None),
-        };
-        Some(Self {
+        let data = SystemEventData::decode(event, 2, &doc.key, &doc.value).ok()?;
+        let mut item = Self::new(
             event,
-            manifest_uid,
-            scope,
-            collection,
-            name: doc.key.clone(),
+            data.manifest_uid(),
+            data.scope_id(),
+            data.collection_id(),
+            doc.key.clone(),
+        );
+        if let SystemEventData::BeginCollection {
             max_ttl,
-        })
+            history,
+            flush_uid,
+            ..
+        }
+        | SystemEventData::ModifyCollection {
+            max_ttl,
+            history,
+            flush_uid,
+            ..
+        } = data
+        {
+            (item.max_ttl, item.history, item.flush_uid) = (max_ttl, history, flush_uid);
+        }
+        Some(item)
+    }
+
+    /// The event's typed data.
+    pub fn data(&self) -> SystemEventData {
+        let collection_id = self.collection.unwrap_or(0);
+        let (manifest_uid, scope_id) = (self.manifest_uid, self.scope);
+        let (name, max_ttl, history) = (self.name.clone(), self.max_ttl, self.history);
+        let flush_uid = self.flush_uid;
+        match self.event {
+            SystemEventId::ModifyCollection => SystemEventData::ModifyCollection {
+                manifest_uid,
+                scope_id,
+                collection_id,
+                name,
+                max_ttl,
+                history,
+                metered: false,
+                flush_uid,
+                default_collection_mvs: 0,
+            },
+            SystemEventId::EndCollection => SystemEventData::EndCollection {
+                manifest_uid,
+                scope_id,
+                collection_id,
+                system: false,
+            },
+            SystemEventId::CreateScope => SystemEventData::CreateScope {
+                manifest_uid,
+                scope_id,
+                name,
+            },
+            SystemEventId::DropScope => SystemEventData::DropScope {
+                manifest_uid,
+                scope_id,
+                system: false,
+            },
+            _ => SystemEventData::BeginCollection {
+                manifest_uid,
+                scope_id,
+                collection_id,
+                name,
+                max_ttl,
+                history,
+                metered: false,
+                flush_uid,
+                default_collection_mvs: 0,
+            },
+        }
     }
 
     /// The value version a non-FlatBuffers connection receives: 1 for a
-    /// BeginCollection with a max TTL, else 0.
+    /// BeginCollection with a max TTL, else 0 (a ModifyCollection is never
+    /// sent to them).
     pub fn version(&self) -> u8 {
-        u8::from(self.event == SystemEventId::BeginCollection && self.max_ttl.is_some())
+        self.data().fixed_version().unwrap_or(0)
     }
 
     /// The fixed-struct value (wire.md §12): manifest uid, scope id, then
-    /// the collection id and max TTL where the event has them.
+    /// the collection id and max TTL where the event has them (empty for a
+    /// ModifyCollection, which has none).
     pub fn value(&self) -> Bytes {
-        let mut v = BytesMut::with_capacity(20);
-        v.put_u64(self.manifest_uid);
-        v.put_u32(self.scope);
-        if let Some(c) = self.collection {
-            v.put_u32(c);
-        }
-        if let (SystemEventId::BeginCollection, Some(ttl)) = (self.event, self.max_ttl) {
-            v.put_u32(ttl);
-        }
-        v.freeze()
+        self.data().encode_value(self.version()).unwrap_or_default()
+    }
+
+    /// The FlatBuffers value (version 2), as stored.
+    pub fn flatbuffers_value(&self) -> Bytes {
+        // Names come from the manifest's `&str`s: always UTF-8, so the
+        // table always builds.
+        self.data().encode_value(2).unwrap_or_default()
     }
 
     /// The document the bucket stores for the event (seqno and CAS are
@@ -117,7 +201,7 @@ impl SystemEventItem {
         Document {
             key: self.name.clone(),
             collection: SYSTEM_EVENT_COLLECTION,
-            value: self.value(),
+            value: self.flatbuffers_value(),
             datatype: Datatype::RAW,
             flags: self.event.raw(),
             expiry: 0,
@@ -147,6 +231,14 @@ pub(crate) fn index_key(doc: &Document) -> (u32, Bytes) {
     }
     let mut key = BytesMut::with_capacity(5);
     match SystemEventItem::from_document(doc) {
+        Some(SystemEventItem {
+            event: SystemEventId::ModifyCollection,
+            collection: Some(c),
+            ..
+        }) => {
+            key.put_u8(b'm');
+            key.put_u32(c);
+        }
         Some(SystemEventItem {
             collection: Some(c),
             ..
@@ -178,6 +270,9 @@ pub(crate) struct VbCollections {
     /// The seqno of each scope's latest system event (its own, or one of
     /// its collections').
     scope_high: BTreeMap<u32, u64>,
+    /// The settings (max TTL, history) of each live collection as its
+    /// latest create or modify event here gave them.
+    settings: BTreeMap<u32, (Option<u32>, bool)>,
 }
 
 impl Default for VbCollections {
@@ -192,6 +287,7 @@ impl Default for VbCollections {
             scopes: BTreeSet::from([0]),
             high: BTreeMap::new(),
             scope_high: BTreeMap::new(),
+            settings: BTreeMap::from([(DEFAULT_COLLECTION, (None, false))]),
         }
     }
 }
@@ -199,9 +295,18 @@ impl Default for VbCollections {
 impl VbCollections {
     /// Whether `doc` belongs to a dropped collection, or predates its
     /// collection's flush: backfills skip it and reads do not see it.
+    /// System events stay visible (drop events too), except a
+    /// collection's modify event once the collection is dropped or flushed
+    /// after it (as on the server: the latest create carries the settings).
     pub(crate) fn is_logically_deleted(&self, doc: &Document) -> bool {
         if doc.is_system_event() {
-            return false;
+            if SystemEventId::from_raw(doc.flags) != SystemEventId::ModifyCollection {
+                return false;
+            }
+            let Some(c) = SystemEventItem::from_document(doc).and_then(|i| i.collection) else {
+                return false;
+            };
+            return self.live.get(&c).is_none_or(|&start| doc.seqno < start);
         }
         self.live
             .get(&doc.collection)
@@ -231,10 +336,15 @@ impl VbCollections {
                 SystemEventId::BeginCollection => {
                     self.live.insert(c, doc.seqno);
                     self.scope_of.insert(c, item.scope);
+                    self.settings.insert(c, (item.max_ttl, item.history));
+                }
+                SystemEventId::ModifyCollection if self.live.contains_key(&c) => {
+                    self.settings.insert(c, (item.max_ttl, item.history));
                 }
                 SystemEventId::EndCollection => {
                     self.live.remove(&c);
                     self.scope_of.remove(&c);
+                    self.settings.remove(&c);
                 }
                 _ => {}
             }
@@ -261,7 +371,8 @@ impl VbCollections {
     }
 
     /// The system events that bring this vbucket to `manifest`: creates
-    /// of missing scopes and collections, drops of extra ones (what a
+    /// of missing scopes and collections, modifies of collections whose
+    /// settings differ, drops of extra ones (what a
     /// vbucket does when the manifest is applied to it again, e.g. after a
     /// failover lost some of its events).
     pub(crate) fn catch_up(&self, manifest: &Manifest) -> Vec<SystemEventItem> {
@@ -276,6 +387,8 @@ impl VbCollections {
                 collection: None,
                 name: Bytes::from(s.name.clone().into_bytes()),
                 max_ttl: None,
+                history: false,
+                flush_uid: 0,
             })
             .collect();
         events.extend(
@@ -283,6 +396,19 @@ impl VbCollections {
                 .collections()
                 .filter(|c| !self.live.contains_key(&c.id))
                 .map(|c| begin_event(c, uid)),
+        );
+        events.extend(
+            manifest
+                .collections()
+                .filter(|c| {
+                    self.live.contains_key(&c.id)
+                        && self.settings.get(&c.id) != Some(&(c.max_ttl, c.history))
+                })
+                .map(|c| {
+                    let mut event = begin_event(c, uid);
+                    event.event = SystemEventId::ModifyCollection;
+                    event
+                }),
         );
         events.extend(
             self.scope_of
@@ -295,6 +421,8 @@ impl VbCollections {
                     collection: Some(c),
                     name: Bytes::new(),
                     max_ttl: None,
+                    history: false,
+                    flush_uid: 0,
                 }),
         );
         events.extend(
@@ -308,6 +436,8 @@ impl VbCollections {
                     collection: None,
                     name: Bytes::new(),
                     max_ttl: None,
+                    history: false,
+                    flush_uid: 0,
                 }),
         );
         events
@@ -328,6 +458,17 @@ impl VBucket {
         now: SystemTime,
     ) -> Arc<Document> {
         self.commit(item.to_document(), now)
+    }
+
+    /// The absolute expiry of a document written now with memcached expiry
+    /// `expiry` to the collection being written: within its max TTL.
+    pub(crate) fn expiry_for(&self, expiry: u32, now: SystemTime) -> u32 {
+        let now_unix = super::vbucket::unix_secs(now);
+        limit_expiry(
+            super::write::absolute_expiry(expiry, now_unix),
+            self.write_max_ttl,
+            now_unix,
+        )
     }
 
     /// Erases the documents of dropped and flushed collections from disk
@@ -399,6 +540,8 @@ impl Bucket {
             collection: None,
             name: Bytes::from(scope.name.into_bytes()),
             max_ttl: None,
+            history: false,
+            flush_uid: 0,
         };
         self.broadcast(&[event], now);
         Ok(scope.id)
@@ -419,6 +562,8 @@ impl Bucket {
                 collection: Some(c.id),
                 name: Bytes::new(),
                 max_ttl: None,
+                history: false,
+                flush_uid: 0,
             })
             .collect();
         events.push(SystemEventItem {
@@ -428,6 +573,8 @@ impl Bucket {
             collection: None,
             name: Bytes::new(),
             max_ttl: None,
+            history: false,
+            flush_uid: 0,
         });
         self.broadcast(&events, now);
         Ok(scope.id)
@@ -464,6 +611,8 @@ impl Bucket {
             collection: Some(entry.id),
             name: Bytes::new(),
             max_ttl: None,
+            history: false,
+            flush_uid: 0,
         };
         self.broadcast(&[event], now);
         Ok(entry)
@@ -481,6 +630,48 @@ impl Bucket {
         let entry = self.manifest.flush_collection(scope, name)?;
         let event = begin_event(&entry, self.manifest.uid());
         self.broadcast(&[event], now);
+        Ok(entry)
+    }
+
+    /// Changes the settings of collection `scope.name`: its max TTL
+    /// (`Some(None)` removes it, `Some(Some(0))` makes its documents never
+    /// expire) and whether it keeps history; `None` leaves a setting as it
+    /// is. A change takes a new manifest uid and is a ModifyCollection
+    /// event in every vbucket (sent only to FlatBuffers connections);
+    /// setting what is already set changes nothing. The new max TTL
+    /// applies to documents written from then on.
+    ///
+    /// ```
+    /// # use std::time::{Duration, UNIX_EPOCH};
+    /// use dcp_proto::bucket::{Bucket, BucketConfig, WriteOptions};
+    /// let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    /// let mut bucket = Bucket::new(BucketConfig::new("b").with_vbuckets(1), 1);
+    /// let c = bucket.create_collection("_default", "sessions", None, now).unwrap();
+    /// let c = bucket
+    ///     .modify_collection("_default", "sessions", Some(Some(60)), None, now)
+    ///     .unwrap();
+    /// assert_eq!(c.max_ttl, Some(60));
+    /// // A document written without an expiry gets one within the max TTL.
+    /// bucket.set_in(c.id, b"k", "v", WriteOptions::new(), now).unwrap();
+    /// let doc = bucket.get_in(c.id, b"k", now).unwrap();
+    /// assert_eq!(doc.expiry, 1_700_000_060);
+    /// ```
+    pub fn modify_collection(
+        &mut self,
+        scope: &str,
+        name: &str,
+        max_ttl: Option<Option<u32>>,
+        history: Option<bool>,
+        now: SystemTime,
+    ) -> Result<CollectionEntry, BucketError> {
+        let (entry, changed) = self
+            .manifest
+            .modify_collection(scope, name, max_ttl, history)?;
+        if changed {
+            let mut event = begin_event(&entry, self.manifest.uid());
+            event.event = SystemEventId::ModifyCollection;
+            self.broadcast(&[event], now);
+        }
         Ok(entry)
     }
 
@@ -507,11 +698,13 @@ impl Bucket {
         collection: u32,
         op: impl FnOnce(&mut VBucket, usize) -> Result<T, BucketError>,
     ) -> Result<T, BucketError> {
-        if self.manifest.collection(collection).is_none() {
+        let Some(entry) = self.manifest.collection(collection) else {
             return Err(BucketError::UnknownCollection(collection));
-        }
+        };
+        let max_ttl = entry.max_ttl;
         self.write_vb(vb, |v, max| {
             v.write_collection = collection;
+            v.write_max_ttl = max_ttl;
             let result = op(v, max);
             v.write_collection = DEFAULT_COLLECTION;
             result
@@ -572,6 +765,26 @@ impl Bucket {
     }
 }
 
+/// The expiry a document written to a collection with max TTL `max_ttl`
+/// gets, from the absolute `expiry` asked for (0 = none) at `now_unix`: a
+/// non-zero max TTL caps the expiry at now + max TTL, and gives that expiry
+/// to a document written without one; no max TTL, or 0, leaves it as it
+/// is (the server's rule for a collection max TTL; this bucket has no
+/// bucket-level TTL).
+pub(crate) fn limit_expiry(expiry: u32, max_ttl: Option<u32>, now_unix: u64) -> u32 {
+    match max_ttl {
+        Some(ttl) if ttl > 0 => {
+            let cap = u32::try_from(now_unix + u64::from(ttl)).unwrap_or(u32::MAX);
+            if expiry == 0 || expiry > cap {
+                cap
+            } else {
+                expiry
+            }
+        }
+        _ => expiry,
+    }
+}
+
 fn begin_event(entry: &CollectionEntry, uid: u64) -> SystemEventItem {
     SystemEventItem {
         event: SystemEventId::BeginCollection,
@@ -580,6 +793,8 @@ fn begin_event(entry: &CollectionEntry, uid: u64) -> SystemEventItem {
         collection: Some(entry.id),
         name: Bytes::from(entry.name.clone().into_bytes()),
         max_ttl: entry.max_ttl,
+        history: entry.history,
+        flush_uid: entry.flush_uid,
     }
 }
 
@@ -703,6 +918,56 @@ mod tests {
             (SystemEventId::EndCollection, Some(kept))
         );
         assert_eq!(vb.documents_in(kept).count(), 0);
+    }
+
+    #[test]
+    fn a_failover_that_loses_a_modify_event_makes_it_again() {
+        let mut b = Bucket::new(BucketConfig::new("b").with_vbuckets(1), 7);
+        let c = b
+            .create_collection("_default", "c", None, now())
+            .unwrap()
+            .id; // 1
+        b.set_in(c, b"k", "v", WriteOptions::new(), now()).unwrap(); // 2
+        b.modify_collection("_default", "c", Some(Some(9)), Some(true), now())
+            .unwrap(); // 3
+        b.failover(0, 1).unwrap();
+        let vb = b.vbucket(0).unwrap();
+        let last = vb.scan(vb.high_seqno() - 1, vb.high_seqno(), 1).items;
+        let event = SystemEventItem::from_document(&last[0]).unwrap();
+        assert_eq!(
+            (event.event, event.collection, event.max_ttl, event.history),
+            (SystemEventId::ModifyCollection, Some(c), Some(9), true)
+        );
+        assert_eq!(event.manifest_uid, b.manifest().uid());
+        // Nothing lost, nothing made: the vbucket already agrees.
+        let high = b.vbucket(0).unwrap().high_seqno();
+        b.failover(0, 0).unwrap();
+        assert_eq!(b.vbucket(0).unwrap().high_seqno(), high);
+    }
+
+    #[test]
+    fn a_modify_event_is_hidden_from_backfills_once_dropped_or_flushed_after() {
+        let mut b = Bucket::new(BucketConfig::new("b").with_vbuckets(1), 7);
+        b.create_collection("_default", "c", None, now()).unwrap(); // 1
+        b.create_collection("_default", "d", None, now()).unwrap(); // 2
+        b.modify_collection("_default", "c", Some(Some(5)), None, now())
+            .unwrap(); // 3
+        b.modify_collection("_default", "d", Some(Some(5)), None, now())
+            .unwrap(); // 4
+        let modifies = |b: &Bucket| -> Vec<(u64, bool)> {
+            let vb = b.vbucket(0).unwrap();
+            vb.documents()
+                .filter(|d| {
+                    SystemEventId::from_raw(d.flags) == SystemEventId::ModifyCollection
+                        && d.is_system_event()
+                })
+                .map(|d| (d.seqno, vb.is_logically_deleted(d)))
+                .collect()
+        };
+        assert_eq!(modifies(&b), [(3, false), (4, false)]);
+        b.drop_collection("_default", "c", now()).unwrap(); // 5
+        b.flush_collection("_default", "d", now()).unwrap(); // 6
+        assert_eq!(modifies(&b), [(3, true), (4, true)]);
     }
 
     #[test]

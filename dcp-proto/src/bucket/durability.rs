@@ -494,7 +494,7 @@ impl VBucket {
             value,
             datatype,
             flags: opts.flags,
-            expiry: super::write::absolute_expiry(opts.expiry, unix_secs(now)),
+            expiry: self.expiry_for(opts.expiry, now),
             cas: 0,
             seqno: 0,
             kind: DocumentKind::Mutation,

@@ -42,8 +42,14 @@ pub struct CollectionEntry {
     pub name: String,
     /// The scope it belongs to.
     pub scope: u32,
-    /// Max TTL in seconds, if the collection has one.
+    /// Max TTL in seconds, if the collection has one: it caps (or
+    /// supplies) the expiry of every document written to the collection;
+    /// `Some(0)` means none.
     pub max_ttl: Option<u32>,
+    /// Whether the collection keeps history (change streams).
+    pub history: bool,
+    /// The manifest uid of its latest flush (0: never flushed).
+    pub flush_uid: u64,
 }
 
 /// A bucket's collections manifest.
@@ -96,6 +102,8 @@ impl Manifest {
                 name: DEFAULT_NAME.to_owned(),
                 scope: 0,
                 max_ttl: None,
+                history: false,
+                flush_uid: 0,
             },
         );
         Self {
@@ -223,6 +231,8 @@ impl Manifest {
             name: name.to_owned(),
             scope: scope_id,
             max_ttl,
+            history: false,
+            flush_uid: 0,
         };
         self.next_collection += 1;
         self.collections.insert(entry.id, entry.clone());
@@ -248,9 +258,37 @@ impl Manifest {
         scope: &str,
         name: &str,
     ) -> Result<CollectionEntry, BucketError> {
-        let entry = self.lookup(scope, name)?;
+        let mut entry = self.lookup(scope, name)?;
         self.uid += 1;
+        entry.flush_uid = self.uid;
+        self.collections.insert(entry.id, entry.clone());
         Ok(entry)
+    }
+
+    /// Changes the settings of collection `scope.name` (`None` leaves one
+    /// as it is); returns it, and whether anything changed (only a change
+    /// takes a new uid).
+    pub(crate) fn modify_collection(
+        &mut self,
+        scope: &str,
+        name: &str,
+        max_ttl: Option<Option<u32>>,
+        history: Option<bool>,
+    ) -> Result<(CollectionEntry, bool), BucketError> {
+        let before = self.lookup(scope, name)?;
+        let mut entry = before.clone();
+        if let Some(ttl) = max_ttl {
+            entry.max_ttl = ttl;
+        }
+        if let Some(history) = history {
+            entry.history = history;
+        }
+        if entry == before {
+            return Ok((entry, false));
+        }
+        self.uid += 1;
+        self.collections.insert(entry.id, entry.clone());
+        Ok((entry, true))
     }
 
     fn lookup(&self, scope: &str, name: &str) -> Result<CollectionEntry, BucketError> {
@@ -275,6 +313,9 @@ impl Manifest {
                         let mut v = json!({"name": c.name, "uid": format!("{:x}", c.id)});
                         if let (Some(ttl), Some(obj)) = (c.max_ttl, v.as_object_mut()) {
                             obj.insert("maxTTL".to_owned(), json!(ttl));
+                        }
+                        if let (true, Some(obj)) = (c.history, v.as_object_mut()) {
+                            obj.insert("history".to_owned(), json!(true));
                         }
                         v
                     })

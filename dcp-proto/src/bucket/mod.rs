@@ -236,7 +236,12 @@ impl Bucket {
         op: impl FnOnce(&mut VBucket, usize) -> Result<T, BucketError>,
     ) -> Result<T, BucketError> {
         let max = self.config.max_value_size;
+        let default_ttl = self
+            .manifest
+            .collection(crate::msg::DEFAULT_COLLECTION)
+            .and_then(|c| c.max_ttl);
         let vbucket = self.vbucket_mut(vb)?;
+        vbucket.write_max_ttl = default_ttl;
         let before = vbucket.high_seqno;
         let result = op(vbucket, max);
         if vbucket.high_seqno != before {

@@ -32,6 +32,8 @@ pub struct VBucket {
     pub(super) collections: VbCollections,
     /// The collection the document operation in progress addresses.
     pub(super) write_collection: u32,
+    /// That collection's max TTL (caps the expiry of what is written).
+    pub(super) write_max_ttl: Option<u32>,
 }
 
 /// Seconds and nanoseconds since the Unix epoch (0 before it).
@@ -63,6 +65,7 @@ impl VBucket {
             sync: Durability::default(),
             collections: VbCollections::default(),
             write_collection: 0,
+            write_max_ttl: None,
         }
     }
 

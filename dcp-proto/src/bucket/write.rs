@@ -305,7 +305,7 @@ impl VBucket {
                 value,
                 datatype,
                 flags: opts.flags,
-                expiry: absolute_expiry(opts.expiry, unix_secs(now)),
+                expiry: self.expiry_for(opts.expiry, now),
                 cas: 0,
                 seqno: 0,
                 kind: DocumentKind::Mutation,
@@ -498,7 +498,7 @@ impl VBucket {
             }
             None => {
                 let initial = initial.ok_or(BucketError::KeyNotFound)?;
-                (initial, 0, absolute_expiry(expiry, unix_secs(now)), None)
+                (initial, 0, self.expiry_for(expiry, now), None)
             }
         };
         let text = value.to_string();
@@ -539,7 +539,7 @@ impl VBucket {
         let existing = self.live(key, now).ok_or(BucketError::KeyNotFound)?;
         Ok(self.commit(
             Document {
-                expiry: absolute_expiry(expiry, unix_secs(now)),
+                expiry: self.expiry_for(expiry, now),
                 cas: 0,
                 seqno: 0,
                 rev_seqno: existing.rev_seqno + 1,

@@ -180,6 +180,16 @@ pub enum DecodeErrorKind {
     /// The xattr section of a value is malformed.
     #[error("invalid xattr section: {0}")]
     Xattr(&'static str),
+    /// A FlatBuffers value (version-2 system event) failed verification:
+    /// an offset, vtable or string out of bounds, a string that is not
+    /// UTF-8 or not terminated, a required field absent, too many tables.
+    #[error("invalid FlatBuffers {table} table: {reason}")]
+    FlatBuffers {
+        /// The schema table expected (e.g. "Collection").
+        table: &'static str,
+        /// What the verifier found, naming the field where it can.
+        reason: String,
+    },
 }
 
 /// Why an unsigned LEB128 collection id could not be read.

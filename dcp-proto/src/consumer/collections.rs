@@ -3,6 +3,14 @@
 //! rollback, retry), the collection and plain key of a document event, and
 //! typed system events with a per-vbucket view of the manifest.
 //!
+//! System events read the same whichever value format the producer used:
+//! the fixed structs, or FlatBuffers tables once
+//! [`ConsumerConfig::flatbuffers_system_events`](super::ConsumerConfig::flatbuffers_system_events)
+//! was accepted, which also brings ModifyCollection events
+//! ([`CollectionsChange::CollectionModified`]: a new max TTL or history
+//! setting). Every event's manifest uid is kept in the stream's position
+//! and so in the checkpoint.
+//!
 //! A stream whose filtered collections (or scope) are all dropped ends with
 //! [`StreamEndReason::FilterEmpty`](crate::msg::StreamEndReason::FilterEmpty):
 //! a normal end, not to be re-requested with the same filter.
@@ -17,7 +25,6 @@ use super::{CommandError, Consumer};
 use crate::codec::DecodeError;
 use crate::msg::{
     CollectionKey, DEFAULT_COLLECTION, StreamRequestValue, SystemEvent, SystemEventData,
-    SystemEventId,
 };
 use crate::session::StreamKey;
 
@@ -115,7 +122,8 @@ impl Event {
     }
 }
 
-/// A system event, typed.
+/// A system event, typed: the same whichever value version the producer
+/// sent (fixed structs, or FlatBuffers with `flatbuffers_system_events`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CollectionsChange {
@@ -129,8 +137,10 @@ pub enum CollectionsChange {
         collection: u32,
         /// Its name.
         name: Bytes,
-        /// Its max TTL, if any.
+        /// Its max TTL, if any (`Some(0)`: documents never expire).
         max_ttl: Option<u32>,
+        /// Whether it keeps history (FlatBuffers only; else false).
+        history: bool,
     },
     /// A known collection was flushed (its create event moved to a new
     /// seqno): drop the data held for it.
@@ -141,6 +151,22 @@ pub enum CollectionsChange {
         scope: u32,
         /// The collection.
         collection: u32,
+    },
+    /// A collection's settings changed (FlatBuffers connections only):
+    /// the collection as it now is.
+    CollectionModified {
+        /// Manifest uid stamped on the event.
+        manifest_uid: u64,
+        /// Its scope.
+        scope: u32,
+        /// The collection.
+        collection: u32,
+        /// Its name.
+        name: Bytes,
+        /// Its new max TTL, if any (`Some(0)`: documents never expire).
+        max_ttl: Option<u32>,
+        /// Whether it now keeps history.
+        history: bool,
     },
     /// A collection was dropped: drop the data held for it.
     CollectionDropped {
@@ -167,44 +193,59 @@ pub enum CollectionsChange {
         /// The scope.
         scope: u32,
     },
-    /// A collection was modified (FlatBuffers connections only; the value
-    /// is not parsed here).
-    CollectionModified {
-        /// The raw FlatBuffers value.
-        value: Bytes,
-    },
-    /// Another event in the FlatBuffers format (not parsed here).
-    Unparsed {
-        /// The event id.
-        event: SystemEventId,
-        /// The raw value.
-        value: Bytes,
-    },
 }
 
 impl CollectionsChange {
-    /// The manifest uid the event carries (none for unparsed events).
-    pub fn manifest_uid(&self) -> Option<u64> {
+    /// The manifest uid the event carries.
+    pub fn manifest_uid(&self) -> u64 {
         match self {
             CollectionsChange::CollectionCreated { manifest_uid, .. }
             | CollectionsChange::CollectionFlushed { manifest_uid, .. }
+            | CollectionsChange::CollectionModified { manifest_uid, .. }
             | CollectionsChange::CollectionDropped { manifest_uid, .. }
             | CollectionsChange::ScopeCreated { manifest_uid, .. }
-            | CollectionsChange::ScopeDropped { manifest_uid, .. } => Some(*manifest_uid),
-            CollectionsChange::CollectionModified { .. } | CollectionsChange::Unparsed { .. } => {
-                None
-            }
+            | CollectionsChange::ScopeDropped { manifest_uid, .. } => *manifest_uid,
         }
     }
 }
 
+/// What a [`ManifestView`] knows of one collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CollectionInfo {
+    /// Its scope.
+    pub scope: u32,
+    /// Its name.
+    pub name: Bytes,
+    /// Its max TTL, if any.
+    pub max_ttl: Option<u32>,
+    /// Whether it keeps history.
+    pub history: bool,
+}
+
 /// One vbucket's view of the collections manifest, built from its system
-/// events: tells a create from a flush, and what exists.
+/// events: tells a create from a flush, and what exists with which
+/// settings (modify events update them).
+///
+/// ```
+/// use bytes::Bytes;
+/// use dcp_proto::consumer::{CollectionsChange, ManifestView};
+/// use dcp_proto::msg::{SystemEvent, SystemEventData};
+/// let mut view = ManifestView::default();
+/// let create = SystemEventData::begin_collection(2, 0, 8, Bytes::from_static(b"c"), None);
+/// let event = SystemEvent::from_data(0, 1, None, 1, &create, true).unwrap();
+/// assert!(matches!(
+///     view.apply(&event).unwrap(),
+///     CollectionsChange::CollectionCreated { collection: 8, .. }
+/// ));
+/// assert_eq!(view.collection(8).unwrap().max_ttl, None);
+/// assert_eq!(view.uid(), 2);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ManifestView {
     uid: u64,
     scopes: BTreeMap<u32, Bytes>,
-    collections: BTreeMap<u32, (u32, Bytes)>,
+    collections: BTreeMap<u32, CollectionInfo>,
 }
 
 impl ManifestView {
@@ -221,7 +262,17 @@ impl ManifestView {
 
     /// The name of collection `id`, if created in this view.
     pub fn collection_name(&self, id: u32) -> Option<&Bytes> {
-        self.collections.get(&id).map(|(_, name)| name)
+        self.collections.get(&id).map(|c| &c.name)
+    }
+
+    /// What the view knows of collection `id`.
+    pub fn collection(&self, id: u32) -> Option<&CollectionInfo> {
+        self.collections.get(&id)
+    }
+
+    /// The name of scope `id`, if created in this view.
+    pub fn scope_name(&self, id: u32) -> Option<&Bytes> {
+        self.scopes.get(&id)
     }
 
     /// Applies a system event; returns it typed.
@@ -231,12 +282,18 @@ impl ManifestView {
                 manifest_uid,
                 scope_id,
                 collection_id,
+                name,
                 max_ttl,
+                history,
+                ..
             } => {
-                let known = self
-                    .collections
-                    .insert(collection_id, (scope_id, event.key.clone()))
-                    .is_some();
+                let info = CollectionInfo {
+                    scope: scope_id,
+                    name: name.clone(),
+                    max_ttl,
+                    history,
+                };
+                let known = self.collections.insert(collection_id, info).is_some();
                 if known {
                     CollectionsChange::CollectionFlushed {
                         manifest_uid,
@@ -248,15 +305,42 @@ impl ManifestView {
                         manifest_uid,
                         scope: scope_id,
                         collection: collection_id,
-                        name: event.key.clone(),
+                        name,
                         max_ttl,
+                        history,
                     }
+                }
+            }
+            SystemEventData::ModifyCollection {
+                manifest_uid,
+                scope_id,
+                collection_id,
+                name,
+                max_ttl,
+                history,
+                ..
+            } => {
+                let info = CollectionInfo {
+                    scope: scope_id,
+                    name: name.clone(),
+                    max_ttl,
+                    history,
+                };
+                self.collections.insert(collection_id, info);
+                CollectionsChange::CollectionModified {
+                    manifest_uid,
+                    scope: scope_id,
+                    collection: collection_id,
+                    name,
+                    max_ttl,
+                    history,
                 }
             }
             SystemEventData::EndCollection {
                 manifest_uid,
                 scope_id,
                 collection_id,
+                ..
             } => {
                 self.collections.remove(&collection_id);
                 CollectionsChange::CollectionDropped {
@@ -268,38 +352,29 @@ impl ManifestView {
             SystemEventData::CreateScope {
                 manifest_uid,
                 scope_id,
+                name,
             } => {
-                self.scopes.insert(scope_id, event.key.clone());
+                self.scopes.insert(scope_id, name.clone());
                 CollectionsChange::ScopeCreated {
                     manifest_uid,
                     scope: scope_id,
-                    name: event.key.clone(),
+                    name,
                 }
             }
             SystemEventData::DropScope {
                 manifest_uid,
                 scope_id,
+                ..
             } => {
                 self.scopes.remove(&scope_id);
-                self.collections.retain(|_, (scope, _)| *scope != scope_id);
+                self.collections.retain(|_, c| c.scope != scope_id);
                 CollectionsChange::ScopeDropped {
                     manifest_uid,
                     scope: scope_id,
                 }
             }
-            SystemEventData::FlatBuffers(value)
-                if event.event == SystemEventId::ModifyCollection =>
-            {
-                CollectionsChange::CollectionModified { value }
-            }
-            SystemEventData::FlatBuffers(value) => CollectionsChange::Unparsed {
-                event: event.event,
-                value,
-            },
         };
-        if let Some(uid) = change.manifest_uid() {
-            self.uid = self.uid.max(uid);
-        }
+        self.uid = self.uid.max(change.manifest_uid());
         Ok(change)
     }
 }
@@ -309,6 +384,7 @@ mod tests {
     use bytes::{BufMut, BytesMut};
 
     use super::*;
+    use crate::msg::SystemEventId;
 
     fn event(id: SystemEventId, version: u8, key: &'static [u8], fields: &[u64]) -> SystemEvent {
         let mut value = BytesMut::new();

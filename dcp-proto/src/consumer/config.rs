@@ -164,6 +164,17 @@ pub struct ConsumerConfig {
     /// ([`Event::stream_key`](super::Event::stream_key)). The producer
     /// refuses it together with sync writes.
     pub stream_ids: bool,
+    /// Ask for FlatBuffers system events (`flatbuffers_system_events`, an
+    /// optional control; meaningful with `collections`): system event
+    /// values then arrive as version 2, which carries every collection
+    /// setting (history, metered, flush uid), and collection modifications
+    /// (max TTL, history) arrive as ModifyCollection events instead of
+    /// SEQNO_ADVANCED. Either way events decode to the same
+    /// [`SystemEventData`](crate::msg::SystemEventData) and
+    /// [`CollectionsChange`](super::CollectionsChange). A producer that
+    /// refuses it (older servers answer EINVAL) keeps sending versions 0
+    /// and 1; see [`Negotiated::flatbuffers_system_events`](super::Negotiated::flatbuffers_system_events).
+    pub flatbuffers_system_events: bool,
     /// Ask the producer for STREAM_END(Closed) after a close (otherwise it
     /// is synthesized when the close is acknowledged).
     pub send_stream_end_on_close: bool,
@@ -234,6 +245,7 @@ impl ConsumerConfig {
             enable_expiry_opcode: false,
             sync_writes: false,
             stream_ids: false,
+            flatbuffers_system_events: false,
             send_stream_end_on_close: true,
             controls: Vec::new(),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
@@ -299,6 +311,21 @@ impl ConsumerConfig {
     /// Asks for synchronous writes (see [`sync_writes`](Self::sync_writes)).
     pub fn with_sync_writes(mut self, sync_writes: bool) -> Self {
         self.sync_writes = sync_writes;
+        self
+    }
+
+    /// Asks for FlatBuffers system events and ModifyCollection events (see
+    /// [`flatbuffers_system_events`](Self::flatbuffers_system_events)).
+    ///
+    /// ```
+    /// use dcp_proto::consumer::ConsumerConfig;
+    /// let config = ConsumerConfig::new("c", "b")
+    ///     .with_collections(true)
+    ///     .with_flatbuffers_system_events(true);
+    /// assert!(config.flatbuffers_system_events);
+    /// ```
+    pub fn with_flatbuffers_system_events(mut self, on: bool) -> Self {
+        self.flatbuffers_system_events = on;
         self
     }
 

@@ -46,6 +46,10 @@ pub struct Negotiated {
     pub sync_writes: bool,
     /// Stream ids are on (`enable_stream_id` accepted).
     pub stream_ids: bool,
+    /// System events arrive as FlatBuffers (version 2) values, and
+    /// collection modifications as ModifyCollection events
+    /// (`flatbuffers_system_events` accepted).
+    pub flatbuffers_system_events: bool,
     /// Optional controls the producer refused.
     pub refused_controls: Vec<String>,
     /// Cluster-map change notifications the node agreed to push.
@@ -64,6 +68,7 @@ enum ControlRole {
     SyncWrites,
     ConsumerName,
     StreamIds,
+    FlatBuffersSystemEvents,
     User,
 }
 
@@ -172,6 +177,12 @@ fn controls(config: &ConsumerConfig) -> Vec<(ControlSetting, ControlRole)> {
         out.push((
             ControlSetting::required("enable_stream_id", "true"),
             ControlRole::StreamIds,
+        ));
+    }
+    if config.flatbuffers_system_events {
+        out.push((
+            ControlSetting::optional("flatbuffers_system_events", "true"),
+            ControlRole::FlatBuffersSystemEvents,
         ));
     }
     out.extend(
@@ -491,6 +502,9 @@ impl Handshake {
             ControlRole::SyncWrites => {}
             ControlRole::ConsumerName => self.negotiated.sync_writes = true,
             ControlRole::StreamIds => self.negotiated.stream_ids = true,
+            ControlRole::FlatBuffersSystemEvents => {
+                self.negotiated.flatbuffers_system_events = true
+            }
             ControlRole::User => {}
         }
     }

@@ -95,7 +95,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-pub use collections::{CollectionsChange, ManifestView, StreamFilter};
+pub use collections::{CollectionInfo, CollectionsChange, ManifestView, StreamFilter};
 pub use config::{ConfigPush, ConsumerConfig, ControlSetting, RollbackMode, SnappyMode};
 pub use error::{CommandError, ConsumerError, HandshakeStep, ProtocolError};
 pub use event::{Credit, Event};

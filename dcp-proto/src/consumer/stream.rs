@@ -323,14 +323,13 @@ pub(crate) fn receive(
     Ok(Received::Event(event))
 }
 
+/// The manifest uid an event carries (any version, modify included).
 fn manifest_uid(event: &crate::msg::SystemEvent) -> Option<u64> {
-    match event.data().ok()? {
-        SystemEventData::BeginCollection { manifest_uid, .. }
-        | SystemEventData::EndCollection { manifest_uid, .. }
-        | SystemEventData::CreateScope { manifest_uid, .. }
-        | SystemEventData::DropScope { manifest_uid, .. } => Some(manifest_uid),
-        _ => None,
-    }
+    event
+        .data()
+        .ok()
+        .as_ref()
+        .map(SystemEventData::manifest_uid)
 }
 
 /// Moves the delivered position as an event is handed out. The event passed

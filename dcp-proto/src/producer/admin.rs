@@ -33,6 +33,7 @@
 //! | `create_collection` | `{"scope":"inventory","collection":"hotels","max_ttl":60}` | `{"uid":"<hex>","id":"<hex>"}` |
 //! | `drop_collection` | `{"scope":"inventory","collection":"hotels"}` | `{"uid":"<hex>","id":"<hex>"}` |
 //! | `flush_collection` | `{"scope":"inventory","collection":"hotels"}` | `{"uid":"<hex>","id":"<hex>"}` |
+//! | `modify_collection` | `{"scope":"inventory","collection":"hotels","max_ttl":30}`, `"no_max_ttl":true` or `"history":true` (absent: unchanged) | `{"uid":"<hex>","id":"<hex>"}` |
 //! | `get_manifest` | `{}` | the manifest JSON |
 //!
 //! On a node of a [`LocalCluster`](super::LocalCluster), cluster-level
@@ -190,6 +191,23 @@ pub enum AdminCommand {
         /// The collection name.
         collection: String,
     },
+    /// [`Bucket::modify_collection`](crate::bucket::Bucket::modify_collection):
+    /// settings left out stay as they are.
+    ModifyCollection {
+        /// The scope name.
+        scope: String,
+        /// The collection name.
+        collection: String,
+        /// The new max TTL in seconds (0: documents never expire).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_ttl: Option<u32>,
+        /// Remove the max TTL (wins over `max_ttl`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        no_max_ttl: bool,
+        /// Whether the collection keeps history.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        history: Option<bool>,
+    },
     /// The collections manifest ([`Manifest::to_json`](crate::bucket::Manifest::to_json)).
     GetManifest,
     /// Cluster: [`LocalCluster::rebalance`](super::LocalCluster::rebalance)
@@ -255,6 +273,7 @@ impl AdminCommand {
             AdminCommand::CreateCollection { .. } => "create_collection",
             AdminCommand::DropCollection { .. } => "drop_collection",
             AdminCommand::FlushCollection { .. } => "flush_collection",
+            AdminCommand::ModifyCollection { .. } => "modify_collection",
             AdminCommand::GetManifest => "get_manifest",
             AdminCommand::Rebalance { .. } => "rebalance",
             AdminCommand::FailoverNode { .. } => "failover_node",
@@ -440,6 +459,7 @@ fn run(command: AdminCommand, ctx: &mut Ctx<'_>) -> Result<serde_json::Value, Bu
         | AdminCommand::CreateCollection { .. }
         | AdminCommand::DropCollection { .. }
         | AdminCommand::FlushCollection { .. }
+        | AdminCommand::ModifyCollection { .. }
         | AdminCommand::GetManifest) => {
             super::collections::run_admin(command, bucket, ctx.wall_clock)?
         }

@@ -175,14 +175,31 @@ impl StreamFilter {
     }
 }
 
-/// Appends the SYSTEM_EVENT for a stored system event (fixed-struct value,
-/// version 0, or 1 for a create with a max TTL).
+/// Whether `doc` is a ModifyCollection event (only connections that
+/// enabled `flatbuffers_system_events` receive those).
+pub(crate) fn is_modify_event(doc: &Document) -> bool {
+    doc.is_system_event() && SystemEventId::from_raw(doc.flags) == SystemEventId::ModifyCollection
+}
+
+/// Appends the SYSTEM_EVENT for a stored system event: its stored
+/// FlatBuffers value (version 2) when the connection enabled
+/// `flatbuffers_system_events`, else the fixed struct (version 0, or 1 for
+/// a create with a max TTL).
 pub(crate) fn encode_system_event(
     doc: &Document,
     to: StreamAddress,
+    flatbuffers: bool,
     buf: &mut BytesMut,
 ) -> Result<Opcode, EncodeError> {
-    let version = SystemEventItem::from_document(doc).map_or(0, |e| e.version());
+    let (version, value) = if flatbuffers {
+        (2, doc.value.clone())
+    } else {
+        let item = SystemEventItem::from_document(doc).ok_or(EncodeError::InvalidField {
+            field: "value",
+            reason: "a stored system event that does not parse",
+        })?;
+        (item.version(), item.value())
+    };
     SystemEvent {
         vbucket: to.vbucket,
         opaque: to.opaque,
@@ -191,7 +208,7 @@ pub(crate) fn encode_system_event(
         event: SystemEventId::from_raw(doc.flags),
         version,
         key: doc.key.clone(),
-        value: doc.value.clone(),
+        value,
     }
     .encode(buf)?;
     Ok(Opcode::DcpSystemEvent)
@@ -222,6 +239,22 @@ pub(crate) fn run_admin(
         }
         AdminCommand::FlushCollection { scope, collection } => {
             bucket.flush_collection(&scope, &collection, now)?.id
+        }
+        AdminCommand::ModifyCollection {
+            scope,
+            collection,
+            max_ttl,
+            no_max_ttl,
+            history,
+        } => {
+            let max_ttl = if no_max_ttl {
+                Some(None)
+            } else {
+                max_ttl.map(Some)
+            };
+            bucket
+                .modify_collection(&scope, &collection, max_ttl, history, now)?
+                .id
         }
         _ => return Ok(bucket.manifest().to_json()),
     };

@@ -145,13 +145,17 @@
 //!   StateChanged (vbucket state change; a purge that overtook a backfill's
 //!   start). Without the control CLOSE_STREAM removes the stream silently.
 //! - Collections (the bucket's manifest): keys with the LEB128 collection
-//!   prefix, SYSTEM_EVENTs (fixed-struct values) in memory and disk
-//!   snapshots, stream filters (`collections`, `scope`) that follow their
+//!   prefix, SYSTEM_EVENTs in memory and disk snapshots (fixed-struct
+//!   values, or the stored FlatBuffers values for connections that enabled
+//!   `flatbuffers_system_events`, which alone receive ModifyCollection:
+//!   the others skip it like a filtered item), stream filters (`collections`, `scope`) that follow their
 //!   drop events and end FilterEmpty once empty, a first snapshot filtered
 //!   out entirely answered with a marker and SEQNO_ADVANCED; connections
 //!   without collections see the default collection only. KV commands
 //!   address a collection by the key prefix; GET_ALL_VB_SEQNOS takes a
-//!   collection id; admin commands change the manifest.
+//!   collection id; admin commands change the manifest (create, drop,
+//!   flush, modify); a collection's max TTL caps the expiry of what is
+//!   written to it, or supplies one.
 //! - Flow control as behavior.md §4: full frame sizes, one-message
 //!   overshoot, pause at ≥ N, resume on BUFFER_ACK, clamped over-acks,
 //!   noops and responses never counted.
@@ -181,9 +185,10 @@
 //!
 //! # Not modelled
 //!
-//! - Collections: FlatBuffers system events and ModifyCollection, max TTL
-//!   on writes, the mid-snapshot SEQNO_ADVANCED of long filtered backfills,
-//!   LostPrivileges ends.
+//! - Collections: a bucket-level max TTL, metered and system collections,
+//!   the default collection's max visible seqno in modify events, the
+//!   mid-snapshot SEQNO_ADVANCED of long filtered backfills, LostPrivileges
+//!   ends.
 //! - Replicas and durability monitoring: sync writes commit at once (the
 //!   active alone is a majority) or, in hold mode, when told to
 //!   (`commit_pending` / `abort_pending`); SEQNO_ACKNOWLEDGED is recorded

@@ -26,6 +26,8 @@ pub(crate) struct EncodeContext {
     pub(crate) snappy: bool,
     /// `force_value_compression`: compress every non-empty value.
     pub(crate) force_compression: bool,
+    /// `flatbuffers_system_events`: system event values in version 2.
+    pub(crate) flatbuffers_events: bool,
 }
 
 /// Which stream a message belongs to.
@@ -185,7 +187,7 @@ pub(crate) fn encode(
             Ok(Opcode::DcpSnapshotMarker)
         }
         Outgoing::Item { doc, .. } if doc.is_system_event() => {
-            super::collections::encode_system_event(doc, to, buf)
+            super::collections::encode_system_event(doc, to, ctx.flatbuffers_events, buf)
         }
         Outgoing::Item { doc, from_disk } => {
             let key = wire_key(doc, ctx.collections);
@@ -349,6 +351,7 @@ mod tests {
             sync_replication: false,
             snappy: false,
             force_compression: false,
+            flatbuffers_events: false,
         };
         let long = Bytes::from("ab".repeat(50));
         let short = Bytes::from_static(b"{}");

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::collections::StreamFilter;
+use super::collections::{StreamFilter, is_modify_event};
 use super::control::OsoMode;
 use super::oso::{self, OsoEdge, OsoQuery};
 use super::sync_write::{self, MarkerSeqnos, SyncItem};
@@ -96,6 +96,9 @@ pub(crate) struct FillContext {
     pub(crate) oso: Option<OsoMode>,
     /// The node allows OSO for unfiltered streams.
     pub(crate) oso_unfiltered: bool,
+    /// The connection enabled `flatbuffers_system_events`: it receives
+    /// ModifyCollection events (others skip them).
+    pub(crate) flatbuffers_events: bool,
 }
 
 /// One stream of a producer connection.
@@ -386,7 +389,10 @@ impl Stream {
                         return;
                     };
                     let filter = &mut self.params.filter;
-                    batch.items.retain(|d| filter.admits(d));
+                    let fb = ctx.flatbuffers_events;
+                    batch
+                        .items
+                        .retain(|d| (fb || !is_modify_event(d)) && filter.admits(d));
                     let (Some(first), Some(last)) = (batch.items.first(), batch.items.last())
                     else {
                         self.filtered_batch(batch_end, ctx);
@@ -486,7 +492,9 @@ impl Stream {
                         {
                             continue;
                         }
-                        if !self.params.filter.admits(doc) {
+                        if (!ctx.flatbuffers_events && is_modify_event(doc))
+                            || !self.params.filter.admits(doc)
+                        {
                             continue;
                         }
                         last_item = sync_write::data_seqno(&message).unwrap_or(last_item);
@@ -584,6 +592,7 @@ mod tests {
             sync_writes: false,
             oso: None,
             oso_unfiltered: false,
+            flatbuffers_events: false,
         };
         // A client that has a@1 backfills (1, 4] one item per step.
         let mut stream = Stream::new(params(1));

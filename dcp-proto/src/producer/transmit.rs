@@ -35,6 +35,7 @@ pub(crate) fn transmit_streams(
         sync_writes: dcp.controls.sync_writes,
         oso: dcp.controls.oso,
         oso_unfiltered,
+        flatbuffers_events: dcp.controls.flatbuffers_events,
     };
     let enc = EncodeContext {
         collections,
@@ -44,6 +45,7 @@ pub(crate) fn transmit_streams(
         sync_replication: dcp.controls.sync_replication(),
         snappy: dcp.snappy,
         force_compression: dcp.snappy && dcp.controls.force_value_compression,
+        flatbuffers_events: dcp.controls.flatbuffers_events,
     };
     'rounds: loop {
         let mut progress = false;

@@ -22,6 +22,7 @@ pub use noop::DcpNoop;
 mod system_event;
 pub use system_event::{SystemEvent, SystemEventData, SystemEventId};
 mod prepare;
+mod system_event_fb;
 pub use prepare::Prepare;
 mod commit;
 pub use commit::Commit;

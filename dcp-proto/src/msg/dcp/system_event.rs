@@ -3,6 +3,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::system_event_fb;
 use crate::codec::{
     DecodeError, DecodeErrorKind, EncodeError, Frame, FrameHead, Opcode, code_enum,
 };
@@ -29,11 +30,36 @@ code_enum! {
     }
 }
 
-/// The parsed value of a system event.
+/// The parsed value of a system event: the same typed data whichever value
+/// version (fixed structs 0/1 or FlatBuffers 2) carried it. Fields a fixed
+/// struct does not carry read as the FlatBuffers schema's defaults (false,
+/// 0); names come from the key for versions 0 and 1.
+///
+/// ```
+/// use bytes::Bytes;
+/// use dcp_proto::msg::{SystemEvent, SystemEventData};
+/// let data = SystemEventData::ModifyCollection {
+///     manifest_uid: 12,
+///     scope_id: 8,
+///     collection_id: 9,
+///     name: Bytes::from_static(b"orders"),
+///     max_ttl: Some(60),
+///     history: true,
+///     metered: false,
+///     flush_uid: 0,
+///     default_collection_mvs: 0,
+/// };
+/// // Only FlatBuffers connections can receive a modify event.
+/// assert_eq!(data.fixed_version(), None);
+/// let event = SystemEvent::from_data(0, 1, None, 5, &data, true).unwrap();
+/// assert_eq!((event.version, &event.key[..]), (2, &b"orders"[..]));
+/// assert_eq!(event.data().unwrap(), data);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SystemEventData {
-    /// BeginCollection, version 0 or 1; the key is the collection name.
+    /// A collection was created, or flushed (a create of a known collection
+    /// at a new seqno). FlatBuffers table `Collection`.
     BeginCollection {
         /// Manifest uid (set only on the last event of a manifest change).
         manifest_uid: u64,
@@ -41,10 +67,46 @@ pub enum SystemEventData {
         scope_id: u32,
         /// The collection.
         collection_id: u32,
-        /// Max TTL in seconds (version 1 only).
+        /// Its name.
+        name: Bytes,
+        /// Max TTL in seconds, when the collection defines one (version 1
+        /// or 2; `Some(0)` in version 2: documents never expire, whatever
+        /// the bucket's TTL).
         max_ttl: Option<u32>,
+        /// Whether the collection keeps history (change streams).
+        history: bool,
+        /// Whether the collection is metered (serverless deployments).
+        metered: bool,
+        /// Manifest uid of the collection's latest flush (0: never).
+        flush_uid: u64,
+        /// Max visible seqno of the default collection (server bookkeeping,
+        /// written only on modify events of the default collection).
+        default_collection_mvs: u64,
     },
-    /// EndCollection, version 0.
+    /// A collection's settings changed (max TTL, history, metered);
+    /// FlatBuffers connections only. Same fields as `BeginCollection`:
+    /// the collection as it now is.
+    ModifyCollection {
+        /// Manifest uid (set only on the last event of a manifest change).
+        manifest_uid: u64,
+        /// Scope of the collection.
+        scope_id: u32,
+        /// The collection.
+        collection_id: u32,
+        /// Its name.
+        name: Bytes,
+        /// The new max TTL, if the collection now defines one.
+        max_ttl: Option<u32>,
+        /// Whether the collection now keeps history.
+        history: bool,
+        /// Whether the collection is metered.
+        metered: bool,
+        /// Manifest uid of the collection's latest flush (0: never).
+        flush_uid: u64,
+        /// Max visible seqno of the default collection (server bookkeeping).
+        default_collection_mvs: u64,
+    },
+    /// A collection was dropped. FlatBuffers table `DroppedCollection`.
     EndCollection {
         /// Manifest uid (set only on the last event of a manifest change).
         manifest_uid: u64,
@@ -52,24 +114,168 @@ pub enum SystemEventData {
         scope_id: u32,
         /// The collection.
         collection_id: u32,
+        /// Whether it was a system collection (version 2 only).
+        system: bool,
     },
-    /// CreateScope, version 0; the key is the scope name.
+    /// A scope was created. FlatBuffers table `Scope`.
     CreateScope {
         /// Manifest uid (set only on the last event of a manifest change).
         manifest_uid: u64,
         /// The scope.
         scope_id: u32,
+        /// Its name.
+        name: Bytes,
     },
-    /// DropScope, version 0.
+    /// A scope was dropped. FlatBuffers table `DroppedScope`.
     DropScope {
         /// Manifest uid (set only on the last event of a manifest change).
         manifest_uid: u64,
         /// The scope.
         scope_id: u32,
+        /// Whether it was a system scope (version 2 only).
+        system: bool,
     },
-    /// Version 2, any event: the raw FlatBuffers value (schema
-    /// `collections/events.fbs` in kv_engine), not parsed here.
-    FlatBuffers(Bytes),
+}
+
+impl SystemEventData {
+    /// A create-collection event with the schema defaults for the fields
+    /// versions 0 and 1 do not carry.
+    pub fn begin_collection(
+        manifest_uid: u64,
+        scope_id: u32,
+        collection_id: u32,
+        name: Bytes,
+        max_ttl: Option<u32>,
+    ) -> Self {
+        SystemEventData::BeginCollection {
+            manifest_uid,
+            scope_id,
+            collection_id,
+            name,
+            max_ttl,
+            history: false,
+            metered: false,
+            flush_uid: 0,
+            default_collection_mvs: 0,
+        }
+    }
+
+    /// Parses a value outside a frame: `event` and `version` as the
+    /// extras would give them, `key` the event's key (the name for versions
+    /// 0 and 1). Error offsets count from the start of the value.
+    pub fn decode(
+        event: SystemEventId,
+        version: u8,
+        key: &Bytes,
+        value: &Bytes,
+    ) -> Result<Self, DecodeError> {
+        parse_data(event, version, key, value, 0, 0)
+    }
+
+    /// The event id this data goes with.
+    pub fn event(&self) -> SystemEventId {
+        match self {
+            SystemEventData::BeginCollection { .. } => SystemEventId::BeginCollection,
+            SystemEventData::ModifyCollection { .. } => SystemEventId::ModifyCollection,
+            SystemEventData::EndCollection { .. } => SystemEventId::EndCollection,
+            SystemEventData::CreateScope { .. } => SystemEventId::CreateScope,
+            SystemEventData::DropScope { .. } => SystemEventId::DropScope,
+        }
+    }
+
+    /// The manifest uid stamped on the event.
+    pub fn manifest_uid(&self) -> u64 {
+        match self {
+            SystemEventData::BeginCollection { manifest_uid, .. }
+            | SystemEventData::ModifyCollection { manifest_uid, .. }
+            | SystemEventData::EndCollection { manifest_uid, .. }
+            | SystemEventData::CreateScope { manifest_uid, .. }
+            | SystemEventData::DropScope { manifest_uid, .. } => *manifest_uid,
+        }
+    }
+
+    /// The scope the event is about (of the collection, for collection
+    /// events).
+    pub fn scope_id(&self) -> u32 {
+        match self {
+            SystemEventData::BeginCollection { scope_id, .. }
+            | SystemEventData::ModifyCollection { scope_id, .. }
+            | SystemEventData::EndCollection { scope_id, .. }
+            | SystemEventData::CreateScope { scope_id, .. }
+            | SystemEventData::DropScope { scope_id, .. } => *scope_id,
+        }
+    }
+
+    /// The collection, for collection events.
+    pub fn collection_id(&self) -> Option<u32> {
+        match self {
+            SystemEventData::BeginCollection { collection_id, .. }
+            | SystemEventData::ModifyCollection { collection_id, .. }
+            | SystemEventData::EndCollection { collection_id, .. } => Some(*collection_id),
+            SystemEventData::CreateScope { .. } | SystemEventData::DropScope { .. } => None,
+        }
+    }
+
+    /// The key the event travels with: the name for creations and
+    /// modifications, empty for drops.
+    pub fn key(&self) -> Bytes {
+        match self {
+            SystemEventData::BeginCollection { name, .. }
+            | SystemEventData::ModifyCollection { name, .. }
+            | SystemEventData::CreateScope { name, .. } => name.clone(),
+            SystemEventData::EndCollection { .. } | SystemEventData::DropScope { .. } => {
+                Bytes::new()
+            }
+        }
+    }
+
+    /// The fixed-struct version a non-FlatBuffers connection receives: 1
+    /// for a create with a max TTL, else 0; `None` for ModifyCollection,
+    /// which has no fixed layout (the server sends SEQNO_ADVANCED instead).
+    pub fn fixed_version(&self) -> Option<u8> {
+        match self {
+            SystemEventData::BeginCollection { max_ttl, .. } => Some(u8::from(max_ttl.is_some())),
+            SystemEventData::ModifyCollection { .. } => None,
+            _ => Some(0),
+        }
+    }
+
+    /// The value in `version` (0 or 1: the fixed struct of wire.md §12; 2:
+    /// the FlatBuffers table). Fields a fixed struct cannot carry are left
+    /// out; a version the event has no layout for is an error, and so is a
+    /// name that is not UTF-8 in version 2.
+    pub fn encode_value(&self, version: u8) -> Result<Bytes, EncodeError> {
+        if version == FLATBUFFERS_VERSION {
+            return system_event_fb::build(self);
+        }
+        let mut v = BytesMut::with_capacity(20);
+        v.put_u64(self.manifest_uid());
+        v.put_u32(self.scope_id());
+        match (self, version) {
+            (
+                SystemEventData::BeginCollection {
+                    collection_id,
+                    max_ttl,
+                    ..
+                },
+                0 | 1,
+            ) => {
+                v.put_u32(*collection_id);
+                if version == 1 {
+                    v.put_u32(max_ttl.unwrap_or(0));
+                }
+            }
+            (SystemEventData::EndCollection { collection_id, .. }, 0) => v.put_u32(*collection_id),
+            (SystemEventData::CreateScope { .. } | SystemEventData::DropScope { .. }, 0) => {}
+            _ => {
+                return Err(EncodeError::InvalidField {
+                    field: "version",
+                    reason: "no value layout for this event and version",
+                });
+            }
+        }
+        Ok(v.freeze())
+    }
 }
 
 /// DCP_SYSTEM_EVENT: a collections change at `by_seqno` (collections
@@ -95,6 +301,38 @@ pub struct SystemEvent {
 }
 
 impl SystemEvent {
+    /// The event carrying `data`: version 2 (FlatBuffers) when
+    /// `flatbuffers` (the connection enabled `flatbuffers_system_events`),
+    /// else its [fixed version](SystemEventData::fixed_version), which a
+    /// ModifyCollection does not have (an error).
+    pub fn from_data(
+        vbucket: u16,
+        opaque: u32,
+        stream_id: Option<u16>,
+        by_seqno: u64,
+        data: &SystemEventData,
+        flatbuffers: bool,
+    ) -> Result<Self, EncodeError> {
+        let version = if flatbuffers {
+            FLATBUFFERS_VERSION
+        } else {
+            data.fixed_version().ok_or(EncodeError::InvalidField {
+                field: "event",
+                reason: "ModifyCollection needs FlatBuffers system events",
+            })?
+        };
+        Ok(Self {
+            vbucket,
+            opaque,
+            stream_id,
+            by_seqno,
+            event: data.event(),
+            version,
+            key: data.key(),
+            value: data.encode_value(version)?,
+        })
+    }
+
     /// Decodes a DCP_SYSTEM_EVENT request frame, rejecting unknown event
     /// ids, unknown versions and value sizes that do not fit the event.
     pub fn decode(frame: &Frame) -> Result<Self, DecodeError> {
@@ -107,7 +345,15 @@ impl SystemEvent {
         let event = SystemEventId::from_raw(be_u32(extras, 8));
         let [.., version] = *extras;
         let value = frame.value();
-        parse_data(event, version, &value, at, frame.header().value_offset())?;
+        let key = frame.key();
+        parse_data(
+            event,
+            version,
+            &key,
+            &value,
+            at,
+            frame.header().value_offset(),
+        )?;
         Ok(Self {
             vbucket: frame.vbucket(),
             opaque: frame.opaque(),
@@ -115,7 +361,7 @@ impl SystemEvent {
             by_seqno,
             event,
             version,
-            key: frame.key(),
+            key,
             value,
         })
     }
@@ -142,13 +388,16 @@ impl SystemEvent {
         self.value_offset() + self.value.len()
     }
 
-    /// Parses the value per event and version (wire.md §12). Error offsets
-    /// assume the frame [`SystemEvent::encode`] would produce.
+    /// Parses the value per event and version (wire.md §12): the fixed
+    /// structs of versions 0 and 1 (names from the key), or the FlatBuffers
+    /// table of version 2, verified before it is read. Error offsets assume
+    /// the frame [`SystemEvent::encode`] would produce.
     pub fn data(&self) -> Result<SystemEventData, DecodeError> {
         let extras_at = 24 + if self.stream_id.is_some() { 3 } else { 0 };
         parse_data(
             self.event,
             self.version,
+            &self.key,
             &self.value,
             extras_at,
             self.value_offset(),
@@ -165,6 +414,7 @@ impl SystemEvent {
 fn parse_data(
     event: SystemEventId,
     version: u8,
+    key: &Bytes,
     value: &Bytes,
     extras_at: usize,
     value_at: usize,
@@ -183,6 +433,7 @@ fn parse_data(
             ))
         }
     };
+    let fb = |kind| error(kind, value_at);
     let manifest_uid = be_u64(value, 0);
     let scope_id = be_u32(value, 8);
     let collection_id = be_u32(value, 12);
@@ -194,7 +445,7 @@ fn parse_data(
             },
             extras_at + 8,
         )),
-        (_, FLATBUFFERS_VERSION) => Ok(SystemEventData::FlatBuffers(value.clone())),
+        (_, FLATBUFFERS_VERSION) => system_event_fb::read(event, value).map_err(fb),
         (SystemEventId::BeginCollection, 0 | 1) => {
             let max_ttl = if version == 1 {
                 sized(20, "20")?;
@@ -203,12 +454,13 @@ fn parse_data(
                 sized(16, "16")?;
                 None
             };
-            Ok(SystemEventData::BeginCollection {
+            Ok(SystemEventData::begin_collection(
                 manifest_uid,
                 scope_id,
                 collection_id,
+                key.clone(),
                 max_ttl,
-            })
+            ))
         }
         (SystemEventId::EndCollection, 0) => {
             sized(16, "16")?;
@@ -216,6 +468,7 @@ fn parse_data(
                 manifest_uid,
                 scope_id,
                 collection_id,
+                system: false,
             })
         }
         (SystemEventId::CreateScope, 0) => {
@@ -223,6 +476,7 @@ fn parse_data(
             Ok(SystemEventData::CreateScope {
                 manifest_uid,
                 scope_id,
+                name: key.clone(),
             })
         }
         (SystemEventId::DropScope, 0) => {
@@ -230,6 +484,7 @@ fn parse_data(
             Ok(SystemEventData::DropScope {
                 manifest_uid,
                 scope_id,
+                system: false,
             })
         }
         // Other combinations (ModifyCollection below v2, v1 of anything but
@@ -279,30 +534,21 @@ mod tests {
 
     #[test]
     fn round_trip_every_layout_with_and_without_stream_id() {
+        let name = |n: &'static str| Bytes::from_static(n.as_bytes());
         let cases = [
             (
                 SystemEventId::BeginCollection,
                 0,
                 "c1",
                 value(2, 8, Some(9), None),
-                SystemEventData::BeginCollection {
-                    manifest_uid: 2,
-                    scope_id: 8,
-                    collection_id: 9,
-                    max_ttl: None,
-                },
+                SystemEventData::begin_collection(2, 8, 9, name("c1"), None),
             ),
             (
                 SystemEventId::BeginCollection,
                 1,
                 "c1",
                 value(2, 8, Some(9), Some(60)),
-                SystemEventData::BeginCollection {
-                    manifest_uid: 2,
-                    scope_id: 8,
-                    collection_id: 9,
-                    max_ttl: Some(60),
-                },
+                SystemEventData::begin_collection(2, 8, 9, name("c1"), Some(60)),
             ),
             (
                 SystemEventId::EndCollection,
@@ -313,6 +559,7 @@ mod tests {
                     manifest_uid: 3,
                     scope_id: 8,
                     collection_id: 9,
+                    system: false,
                 },
             ),
             (
@@ -323,6 +570,7 @@ mod tests {
                 SystemEventData::CreateScope {
                     manifest_uid: 4,
                     scope_id: 8,
+                    name: name("s1"),
                 },
             ),
             (
@@ -333,14 +581,8 @@ mod tests {
                 SystemEventData::DropScope {
                     manifest_uid: 5,
                     scope_id: 8,
+                    system: false,
                 },
-            ),
-            (
-                SystemEventId::ModifyCollection,
-                2,
-                "c1",
-                Bytes::from_static(b"\x0c\x00\x00\x00fb"),
-                SystemEventData::FlatBuffers(Bytes::from_static(b"\x0c\x00\x00\x00fb")),
             ),
         ];
         for (event, version, key, value, data) in cases {
@@ -361,6 +603,9 @@ mod tests {
                 let back = SystemEvent::decode(&Frame::parse(buf.freeze()).unwrap()).unwrap();
                 assert_eq!(back, m);
                 assert_eq!(back.data().unwrap(), data);
+                // The typed data encodes back to the same fixed value.
+                let built = SystemEvent::from_data(0x210, 0x1210, sid, 4, &data, false).unwrap();
+                assert_eq!(built, m);
             }
         }
     }
@@ -378,12 +623,13 @@ mod tests {
         assert_eq!(&m.key[..], b"mycollection");
         assert_eq!(
             m.data().unwrap(),
-            SystemEventData::BeginCollection {
-                manifest_uid: 2,
-                scope_id: 8,
-                collection_id: 0,
-                max_ttl: Some(72000),
-            }
+            SystemEventData::begin_collection(
+                2,
+                8,
+                0,
+                Bytes::from_static(b"mycollection"),
+                Some(72000)
+            )
         );
         let mut buf = BytesMut::new();
         m.encode(&mut buf).unwrap();
@@ -505,6 +751,61 @@ mod tests {
                 value: 0,
             },
             24,
+        );
+    }
+
+    #[test]
+    fn flatbuffers_values_decode_typed_and_bad_ones_are_refused_at_the_value() {
+        let modify = SystemEventData::ModifyCollection {
+            manifest_uid: 9,
+            scope_id: 8,
+            collection_id: 10,
+            name: Bytes::from_static(b"c"),
+            max_ttl: Some(0),
+            history: true,
+            metered: true,
+            flush_uid: 3,
+            default_collection_mvs: 0,
+        };
+        for sid in [None, Some(3)] {
+            let m = SystemEvent::from_data(1, 2, sid, 7, &modify, true).unwrap();
+            assert_eq!((m.event, m.version), (SystemEventId::ModifyCollection, 2));
+            let mut buf = BytesMut::new();
+            m.encode(&mut buf).unwrap();
+            let back = SystemEvent::decode(&Frame::parse(buf.freeze()).unwrap()).unwrap();
+            assert_eq!(back.data().unwrap(), modify);
+        }
+        // No fixed layout for a modify.
+        assert!(SystemEvent::from_data(1, 2, None, 7, &modify, false).is_err());
+        // A drop's table under a create's id: the Collection table needs a
+        // name.
+        let drop = SystemEventData::EndCollection {
+            manifest_uid: 1,
+            scope_id: 0,
+            collection_id: 8,
+            system: false,
+        };
+        let dropped = drop.encode_value(2).unwrap();
+        let head = FrameHead::request(Opcode::DcpSystemEvent, 0, 1);
+        let err =
+            SystemEvent::decode(&frame(head, &[], &extras(0, 2), b"c", &dropped)).unwrap_err();
+        assert!(
+            matches!(&err.kind, DecodeErrorKind::FlatBuffers { table: "Collection", reason } if reason.contains("name")),
+            "{err}"
+        );
+        assert_eq!(err.offset, 24 + 13 + 1);
+        rejects(
+            &frame(head, &[], &extras(4, 2), b"", b"\x01\x02"),
+            DecodeErrorKind::FlatBuffers {
+                table: "DroppedScope",
+                reason: SystemEvent::decode(&frame(head, &[], &extras(4, 2), b"", b"\x01\x02"))
+                    .unwrap_err()
+                    .kind
+                    .to_string()
+                    .trim_start_matches("invalid FlatBuffers DroppedScope table: ")
+                    .to_owned(),
+            },
+            24 + 13,
         );
     }
 

@@ -106,6 +106,21 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), Failure> {
             let (scope, collection) = split_collection_path(collection);
             vec![AdminCommand::FlushCollection { scope, collection }]
         }
+        AdminAction::ModifyCollection {
+            collection,
+            max_ttl,
+            no_max_ttl,
+            history,
+        } => {
+            let (scope, collection) = split_collection_path(collection);
+            vec![AdminCommand::ModifyCollection {
+                scope,
+                collection,
+                max_ttl: *max_ttl,
+                no_max_ttl: *no_max_ttl,
+                history: *history,
+            }]
+        }
         AdminAction::Manifest => vec![AdminCommand::GetManifest],
     };
     let addr = &args.address;

@@ -487,6 +487,22 @@ pub(crate) enum AdminAction {
         /// SCOPE.COLLECTION
         collection: String,
     },
+    /// Change a collection's settings (SCOPE.COLLECTION): its max TTL
+    /// (capping the expiry of documents written from then on) or whether
+    /// it keeps history; what is not given stays as it is
+    ModifyCollection {
+        /// SCOPE.COLLECTION
+        collection: String,
+        /// New max TTL in seconds (0: its documents never expire)
+        #[arg(long, value_name = "SECONDS", conflicts_with = "no_max_ttl")]
+        max_ttl: Option<u32>,
+        /// Remove the max TTL
+        #[arg(long)]
+        no_max_ttl: bool,
+        /// Whether the collection keeps history
+        #[arg(long, value_name = "BOOL")]
+        history: Option<bool>,
+    },
     /// Print the collections manifest (JSON)
     Manifest,
 }

@@ -81,6 +81,13 @@ pub(crate) struct Line<'a> {
     /// System events: the manifest uid.
     #[serde(skip_serializing_if = "Option::is_none")]
     manifest_uid: Option<u64>,
+    /// Collection create and modify events: the max TTL in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_ttl: Option<u32>,
+    /// Collection modify events (and creates that keep history): whether
+    /// the collection keeps history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history: Option<bool>,
 }
 
 impl<'a> Line<'a> {
@@ -107,6 +114,8 @@ impl<'a> Line<'a> {
             event: None,
             scope: None,
             manifest_uid: None,
+            max_ttl: None,
+            history: None,
         }
     }
 }
@@ -114,8 +123,10 @@ impl<'a> Line<'a> {
 /// The JSON line of an event on a connection that negotiated collections
 /// (`collections`): keys without their collection prefix and a
 /// `collection` field, and a line per system event (`begin_collection`: a
-/// collection created or flushed; `drop_collection`, `create_scope`,
-/// `drop_scope`).
+/// collection created or flushed, with its `max_ttl`; `modify_collection`
+/// with its new `max_ttl` and `history`; `drop_collection`,
+/// `create_scope`, `drop_scope`). Events read the same whichever value
+/// version the server sent.
 pub(crate) fn json_line_in(event: &Event, collections: bool) -> Option<Line<'_>> {
     if !collections {
         return json_line(event);
@@ -123,13 +134,30 @@ pub(crate) fn json_line_in(event: &Event, collections: bool) -> Option<Line<'_>>
     if let Event::SystemEvent(e, _) = event {
         let mut view = ManifestView::default();
         let change = view.apply(e).ok()?;
+        let (mut max_ttl, mut history) = (None, None);
         let (name, collection, scope, uid) = match change {
             CollectionsChange::CollectionCreated {
                 manifest_uid,
                 scope,
                 collection,
+                max_ttl: ttl,
+                history: keeps,
                 ..
-            } => ("begin_collection", Some(collection), scope, manifest_uid),
+            } => {
+                (max_ttl, history) = (ttl, keeps.then_some(true));
+                ("begin_collection", Some(collection), scope, manifest_uid)
+            }
+            CollectionsChange::CollectionModified {
+                manifest_uid,
+                scope,
+                collection,
+                max_ttl: ttl,
+                history: keeps,
+                ..
+            } => {
+                (max_ttl, history) = (ttl, Some(keeps));
+                ("modify_collection", Some(collection), scope, manifest_uid)
+            }
             CollectionsChange::CollectionDropped {
                 manifest_uid,
                 scope,
@@ -151,6 +179,8 @@ pub(crate) fn json_line_in(event: &Event, collections: bool) -> Option<Line<'_>>
             event: Some(name),
             scope: Some(scope),
             manifest_uid: Some(uid),
+            max_ttl,
+            history,
             ..Line::new(
                 "system_event",
                 e.vbucket,
@@ -309,7 +339,7 @@ mod tests {
         use bytes::Bytes;
         use dcp_tokio::dcp_proto::codec::Datatype;
         use dcp_tokio::dcp_proto::consumer::Credit;
-        use dcp_tokio::dcp_proto::msg::{Mutation, SystemEvent, SystemEventId};
+        use dcp_tokio::dcp_proto::msg::{Mutation, SystemEvent, SystemEventData, SystemEventId};
         let m = Mutation {
             vbucket: 1,
             opaque: 1,
@@ -346,6 +376,25 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&line).unwrap(),
             r#"{"type":"system_event","vbucket":1,"seqno":3,"collection":9,"key":"hotels","event":"begin_collection","scope":8,"manifest_uid":2}"#
+        );
+        // A FlatBuffers modify event.
+        let modify = SystemEventData::ModifyCollection {
+            manifest_uid: 3,
+            scope_id: 8,
+            collection_id: 9,
+            name: Bytes::from_static(b"hotels"),
+            max_ttl: Some(60),
+            history: false,
+            metered: false,
+            flush_uid: 0,
+            default_collection_mvs: 0,
+        };
+        let e = SystemEvent::from_data(1, 1, None, 4, &modify, true).unwrap();
+        let event = Event::SystemEvent(e, Credit::NONE);
+        let line = json_line_in(&event, true).unwrap();
+        assert_eq!(
+            serde_json::to_string(&line).unwrap(),
+            r#"{"type":"system_event","vbucket":1,"seqno":4,"collection":9,"key":"hotels","event":"modify_collection","scope":8,"manifest_uid":3,"max_ttl":60,"history":false}"#
         );
     }
 

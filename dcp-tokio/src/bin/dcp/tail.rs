@@ -102,6 +102,9 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
         .with_buffer_size(args.window)
         .with_sync_writes(args.sync_writes)
         .with_collections(collections)
+        // Typed ModifyCollection events and every collection setting; a
+        // server that refuses the control sends fixed-struct events.
+        .with_flatbuffers_system_events(collections)
         .with_log_keys(args.log_keys);
     let config = match args.consistent_snapshots {
         Some(limit) => config.with_consistent_snapshots(limit),
