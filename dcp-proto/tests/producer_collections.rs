@@ -820,6 +820,47 @@ fn a_collection_max_ttl_caps_or_supplies_expiry() {
 }
 
 #[test]
+fn a_bucket_max_ttl_applies_where_a_collection_sets_none() {
+    let bucket = BucketConfig::new(BUCKET).with_vbuckets(1).with_max_ttl(30);
+    let mut h = Harness::new(config(1).with_bucket(bucket));
+    let (c, d) = setup(&mut h); // c: no max TTL; d: 60 s
+    let wall = h.wall();
+    let now = wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    let b = h.node.bucket_mut();
+    let expiry_of = |b: &mut dcp_proto::bucket::Bucket, collection: u32, asked: u32| {
+        let key = format!("k{asked}");
+        b.set_in(
+            collection,
+            key.as_bytes(),
+            "v",
+            WriteOptions::new().expiry(asked),
+            wall,
+        )
+        .unwrap();
+        b.get_in(collection, key.as_bytes(), wall).unwrap().expiry
+    };
+    // The bucket's 30 s where the collection has none (the default one too).
+    assert_eq!(expiry_of(b, c, 0), now + 30);
+    assert_eq!(expiry_of(b, c, 3600), now + 30);
+    assert_eq!(expiry_of(b, c, 10), now + 10);
+    b.set(b"plain", "v", WriteOptions::new(), wall).unwrap();
+    assert_eq!(b.get(b"plain", wall).unwrap().expiry, now + 30);
+    // A collection's own max TTL wins, even a longer one.
+    assert_eq!(expiry_of(b, d, 0), now + 60);
+    // A collection max TTL of 0 means none, overriding the bucket's.
+    b.modify_collection("s", "c", Some(Some(0)), None, wall)
+        .unwrap();
+    assert_eq!(expiry_of(b, c, 0), 0);
+    // Unset again, the bucket's applies again.
+    b.modify_collection("s", "c", Some(None), None, wall)
+        .unwrap();
+    assert_eq!(expiry_of(b, c, 0), now + 30);
+}
+
+#[test]
 fn a_backfill_skips_the_modify_events_of_a_dropped_collection() {
     let config = config(1).with_bucket(
         BucketConfig::new(BUCKET)

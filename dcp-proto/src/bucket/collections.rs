@@ -701,7 +701,7 @@ impl Bucket {
         let Some(entry) = self.manifest.collection(collection) else {
             return Err(BucketError::UnknownCollection(collection));
         };
-        let max_ttl = entry.max_ttl;
+        let max_ttl = self.enforced_ttl(entry.max_ttl);
         self.write_vb(vb, |v, max| {
             v.write_collection = collection;
             v.write_max_ttl = max_ttl;
@@ -769,8 +769,8 @@ impl Bucket {
 /// gets, from the absolute `expiry` asked for (0 = none) at `now_unix`: a
 /// non-zero max TTL caps the expiry at now + max TTL, and gives that expiry
 /// to a document written without one; no max TTL, or 0, leaves it as it
-/// is (the server's rule for a collection max TTL; this bucket has no
-/// bucket-level TTL).
+/// is (the server's rule; `max_ttl` is the collection's, or the bucket's
+/// when the collection has none: see `Bucket::enforced_ttl`).
 pub(crate) fn limit_expiry(expiry: u32, max_ttl: Option<u32>, now_unix: u64) -> u32 {
     match max_ttl {
         Some(ttl) if ttl > 0 => {

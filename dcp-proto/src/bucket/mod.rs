@@ -82,6 +82,10 @@ pub struct BucketConfig {
     pub max_checkpoints: usize,
     /// The largest value accepted.
     pub max_value_size: usize,
+    /// The bucket's max TTL in seconds (0: none): documents of a
+    /// collection without its own max TTL expire at most this long after
+    /// they are written (see [`Bucket::modify_collection`]).
+    pub max_ttl: u32,
 }
 
 impl BucketConfig {
@@ -93,6 +97,7 @@ impl BucketConfig {
             checkpoint_max_items: 1000,
             max_checkpoints: 4,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            max_ttl: 0,
         }
     }
 
@@ -112,6 +117,13 @@ impl BucketConfig {
     /// Sets the largest accepted value.
     pub fn with_max_value_size(mut self, bytes: usize) -> Self {
         self.max_value_size = bytes;
+        self
+    }
+
+    /// Sets the bucket's max TTL in seconds (0: none). A collection's own
+    /// max TTL, when set, wins (even 0, which then means none).
+    pub fn with_max_ttl(mut self, seconds: u32) -> Self {
+        self.max_ttl = seconds;
         self
     }
 }
@@ -229,6 +241,13 @@ impl Bucket {
         Ok(())
     }
 
+    /// The max TTL writes to a collection with max TTL `collection` get:
+    /// the collection's if it has one, else the bucket's (the server's
+    /// rule; 0 means none).
+    pub(crate) fn enforced_ttl(&self, collection: Option<u32>) -> Option<u32> {
+        collection.or((self.config.max_ttl > 0).then_some(self.config.max_ttl))
+    }
+
     /// Runs `op` on the vbucket `vb` and records that it may have changed.
     pub(crate) fn write_vb<T>(
         &mut self,
@@ -236,10 +255,11 @@ impl Bucket {
         op: impl FnOnce(&mut VBucket, usize) -> Result<T, BucketError>,
     ) -> Result<T, BucketError> {
         let max = self.config.max_value_size;
-        let default_ttl = self
-            .manifest
-            .collection(crate::msg::DEFAULT_COLLECTION)
-            .and_then(|c| c.max_ttl);
+        let default_ttl = self.enforced_ttl(
+            self.manifest
+                .collection(crate::msg::DEFAULT_COLLECTION)
+                .and_then(|c| c.max_ttl),
+        );
         let vbucket = self.vbucket_mut(vb)?;
         vbucket.write_max_ttl = default_ttl;
         let before = vbucket.high_seqno;

@@ -154,8 +154,8 @@
 //!   without collections see the default collection only. KV commands
 //!   address a collection by the key prefix; GET_ALL_VB_SEQNOS takes a
 //!   collection id; admin commands change the manifest (create, drop,
-//!   flush, modify); a collection's max TTL caps the expiry of what is
-//!   written to it, or supplies one.
+//!   flush, modify); a collection's max TTL (or, where it sets none, the
+//!   bucket's) caps the expiry of what is written to it, or supplies one.
 //! - Flow control as behavior.md §4: full frame sizes, one-message
 //!   overshoot, pause at ≥ N, resume on BUFFER_ACK, clamped over-acks,
 //!   noops and responses never counted.
@@ -185,10 +185,9 @@
 //!
 //! # Not modelled
 //!
-//! - Collections: a bucket-level max TTL, metered and system collections,
-//!   the default collection's max visible seqno in modify events, the
-//!   mid-snapshot SEQNO_ADVANCED of long filtered backfills, LostPrivileges
-//!   ends.
+//! - Collections: metered and system collections, the default
+//!   collection's max visible seqno in modify events, the mid-snapshot
+//!   SEQNO_ADVANCED of long filtered backfills, LostPrivileges ends.
 //! - Replicas and durability monitoring: sync writes commit at once (the
 //!   active alone is a majority) or, in hold mode, when told to
 //!   (`commit_pending` / `abort_pending`); SEQNO_ACKNOWLEDGED is recorded
