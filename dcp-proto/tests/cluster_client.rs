@@ -8,7 +8,10 @@
 
 mod cluster_net;
 
+use std::collections::BTreeMap;
+
 use dcp_proto::cluster::{BootstrapError, InitialStart, NodeStatus, OrchestratorConfig, Output};
+use dcp_proto::consumer::Event;
 use dcp_proto::producer::NodeId;
 
 use cluster_net::*;
@@ -344,4 +347,93 @@ fn garbage_from_a_node_drops_only_that_link_and_stale_inputs_are_ignored() {
     assert_eq!(net.client.stats().reconnects, 1);
     assert!(net.client.connected_nodes().contains(&node));
     assert!(net.view.rollbacks.is_empty());
+}
+
+#[test]
+fn consistent_snapshots_are_handed_out_whole_across_nodes_and_moves() {
+    let cluster = cluster(3);
+    let seed = cluster.node(NodeId(0)).unwrap().config().kv_port;
+    let config = consumer_config().with_consistent_snapshots(1 << 20);
+    let seeds = format!("couchbase://{HOST}:{seed}");
+    let mut net = Net::with_config(cluster, &seeds, OrchestratorConfig::new(), config);
+    net.write(150);
+    net.settle();
+    net.stream_while_writing(6);
+    let moves: Vec<(u16, NodeId)> = (0..VBUCKETS)
+        .step_by(3)
+        .map(|vb| (vb, NodeId((net.cluster.active_node(vb).unwrap().0 + 1) % 3)))
+        .collect();
+    net.write(20);
+    net.pump();
+    net.cluster.rebalance(&moves).unwrap();
+    net.cluster.drop_connections(NodeId(2)).unwrap();
+    net.stream_while_writing(6);
+    assert!(net.view.rollbacks.is_empty());
+
+    // A snapshot's events come between its marker and its completion,
+    // with no other vbucket's events in between, and the view is then at
+    // its end.
+    let mut open: Option<u16> = None;
+    let mut completed = 0;
+    let mut last_seqno: BTreeMap<u16, u64> = BTreeMap::new();
+    for event in &net.delivered {
+        let vb = event.vbucket();
+        if let Some(batch) = open {
+            assert_eq!(vb, Some(batch), "{event:?} inside vb {batch}'s snapshot");
+        }
+        match event {
+            Event::SnapshotMarker(..) => open = vb,
+            Event::SnapshotComplete { vbucket, end, .. } => {
+                open = None;
+                completed += 1;
+                let seen = last_seqno.get(vbucket).copied().unwrap_or(0);
+                assert!(seen <= *end, "vb {vbucket}: {seen} past {end}");
+            }
+            Event::Mutation(m, _) => {
+                last_seqno.insert(m.vbucket, m.by_seqno);
+            }
+            Event::Deletion(d, _) => {
+                last_seqno.insert(d.vbucket, d.by_seqno);
+            }
+            _ => {}
+        }
+    }
+    assert!(completed > usize::from(VBUCKETS), "{completed}");
+    let stats = net.client.stats();
+    assert!(stats.snapshots_completed >= completed as u64, "{stats:?}");
+    assert_eq!(stats.held_bytes, 0);
+
+    // While a snapshot is handed out, the checkpoint stays where it was
+    // before it: a restart from there never starts mid-snapshot.
+    net.deliver = false;
+    net.write(60);
+    for _ in 0..20 {
+        net.run();
+    }
+    let mut before: Option<(u16, u64)> = None;
+    let mut checked = 0;
+    while let Some(event) = net.client.poll_event(net.now) {
+        net.view.apply(&event).unwrap();
+        match &event {
+            Event::SnapshotMarker(marker, _) => {
+                let at = net.client.checkpoint().vbuckets[&marker.vbucket].last_seqno;
+                before = Some((marker.vbucket, at));
+                assert!(at < marker.end, "{at} {marker:?}");
+            }
+            Event::SnapshotComplete { vbucket, end, .. } => {
+                before = None;
+                let at = net.client.checkpoint().vbuckets[vbucket].last_seqno;
+                assert_eq!(at, *end, "vb {vbucket}");
+            }
+            _ => {
+                if let Some((vb, at)) = before {
+                    assert_eq!(net.client.checkpoint().vbuckets[&vb].last_seqno, at);
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 10, "{checked}");
+    net.deliver = true;
+    net.settle();
 }

@@ -12,7 +12,7 @@ use dcp_proto::bucket::BucketConfig;
 use dcp_proto::cluster::{
     ClusterClient, ConnectionString, LinkId, NodeAddress, OrchestratorConfig, Output,
 };
-use dcp_proto::consumer::ConsumerConfig;
+use dcp_proto::consumer::{ConsumerConfig, Event};
 use dcp_proto::producer::{ConnectionId, LocalCluster, NodeConfig, NodeId};
 use dcp_proto::session::Checkpoint;
 use dcp_proto::testing::{MaterializedView, live_documents};
@@ -63,6 +63,8 @@ pub struct Net {
     pub black_holes: BTreeSet<u16>,
     /// Every output, in order.
     pub outputs: Vec<Output>,
+    /// Every event handed to the application, in order.
+    pub delivered: Vec<Event>,
     pub nonces: u64,
 }
 
@@ -75,10 +77,19 @@ impl Net {
     }
 
     pub fn with_seeds(cluster: LocalCluster, seeds: &str, settings: OrchestratorConfig) -> Self {
+        Self::with_config(cluster, seeds, settings, consumer_config())
+    }
+
+    /// A client with this consumer configuration.
+    pub fn with_config(
+        cluster: LocalCluster,
+        seeds: &str,
+        settings: OrchestratorConfig,
+        config: ConsumerConfig,
+    ) -> Self {
         let now = Instant::now();
         let seeds = ConnectionString::parse(seeds).unwrap();
-        let client =
-            ClusterClient::new(&seeds, consumer_config(), settings, Checkpoint::new(), now);
+        let client = ClusterClient::new(&seeds, config, settings, Checkpoint::new(), now);
         Self {
             cluster,
             client,
@@ -89,6 +100,7 @@ impl Net {
             deliver: true,
             black_holes: BTreeSet::new(),
             outputs: Vec::new(),
+            delivered: Vec::new(),
             nonces: 0,
         }
     }
@@ -158,7 +170,11 @@ impl Net {
             moved = true;
             let socket = self.sockets.get(&link).expect("bytes for an open socket");
             let node = self.cluster.node_mut(socket.node).unwrap();
-            node.handle_input(socket.conn, &mut up, self.now).unwrap();
+            // A socket the node dropped loses what is written to it (the
+            // loss is noticed below).
+            if !node.is_closed(socket.conn) {
+                node.handle_input(socket.conn, &mut up, self.now).unwrap();
+            }
             up.clear();
         }
         let links: Vec<LinkId> = self.sockets.keys().copied().collect();
@@ -182,6 +198,7 @@ impl Net {
             while let Some(event) = self.client.poll_event(self.now) {
                 moved = true;
                 self.view.apply(&event).unwrap();
+                self.delivered.push(event);
             }
         }
         moved

@@ -20,7 +20,7 @@ use crate::cluster::{
     OrchestratorConfig, StreamFailure,
 };
 use crate::consumer::{ConnectionStats, Consumer, ConsumerConfig, Event, StreamStats};
-use crate::session::Checkpoint;
+use crate::session::{Checkpoint, StreamPosition};
 
 /// Streams a bucket from a whole cluster as one event stream, across
 /// rebalances, failovers, node additions and removals and lost
@@ -56,6 +56,11 @@ use crate::session::Checkpoint;
 ///    then call [`handle_timeout`](Self::handle_timeout).
 /// 5. Persist [`checkpoint`](Self::checkpoint) with the data the events
 ///    produced; resume from it.
+///
+/// With [consistent snapshots](ConsumerConfig::with_consistent_snapshots)
+/// each node's consumer holds a snapshot until it is complete, and a
+/// released snapshot is handed out whole: the events of other nodes wait
+/// until its [`Event::SnapshotComplete`].
 ///
 /// Node connections, losses and config changes are logged with
 /// [`tracing`] (target `dcp_proto::cluster::client`; no user data).
@@ -105,6 +110,14 @@ pub struct ClusterClient {
     bootstrap_failed: bool,
     /// Where the search for the next event starts (fairness across nodes).
     cursor: Option<LinkId>,
+    /// With consistent snapshots: the link whose released snapshot is
+    /// being handed out (its events come first, so that one vbucket's
+    /// snapshot is handed out whole before another's).
+    batch: Option<LinkId>,
+    /// With consistent snapshots: the position of each vbucket whose
+    /// snapshot is being handed out as it was before that snapshot (what
+    /// the checkpoint says until its `SnapshotComplete`).
+    before_snapshot: BTreeMap<u16, StreamPosition>,
     done: Vec<u16>,
     failed: Vec<(u16, StreamFailure)>,
     /// Counters of node connections no longer running.
@@ -155,6 +168,8 @@ impl ClusterClient {
             bootstrap_error: None,
             bootstrap_failed: false,
             cursor: None,
+            batch: None,
+            before_snapshot: BTreeMap::new(),
             done: Vec::new(),
             failed: Vec::new(),
             gone: ConnectionStats::default(),
@@ -201,9 +216,15 @@ impl ClusterClient {
             || (self.orchestrator.config().is_some() && self.orchestrator.is_finished())
     }
 
-    /// Every selected vbucket's position as of the events handed out.
+    /// Every selected vbucket's position as of the events handed out
+    /// (with consistent snapshots: as of the last complete snapshot handed
+    /// out).
     pub fn checkpoint(&self) -> Checkpoint {
-        self.orchestrator.checkpoint()
+        let mut checkpoint = self.orchestrator.checkpoint();
+        for (vb, position) in &self.before_snapshot {
+            checkpoint.vbuckets.insert(*vb, position.clone());
+        }
+        checkpoint
     }
 
     /// Vbuckets that reached their end seqno.
@@ -292,7 +313,7 @@ impl ClusterClient {
     /// acknowledged.
     pub fn poll_event(&mut self, now: Instant) -> Option<Event> {
         loop {
-            let ids: Vec<LinkId> = match self.cursor {
+            let mut ids: Vec<LinkId> = match self.cursor {
                 Some(cursor) => {
                     let after = self
                         .links
@@ -303,6 +324,10 @@ impl ClusterClient {
                 }
                 None => self.links.keys().copied().collect(),
             };
+            if let Some(batch) = self.batch {
+                ids.retain(|id| *id != batch);
+                ids.insert(0, batch);
+            }
             let mut progressed = false;
             for id in ids {
                 let Some(link) = self.links.get_mut(&id) else {
@@ -325,7 +350,34 @@ impl ClusterClient {
                 };
                 progressed = true;
                 self.cursor = Some(id);
+                let consistent = consumer.config().consistent_snapshots.is_some();
+                let before = match &event {
+                    Event::SnapshotMarker(marker, _) if consistent => {
+                        self.batch = Some(id);
+                        self.orchestrator
+                            .position(marker.vbucket)
+                            .map(|p| (marker.vbucket, p))
+                    }
+                    Event::SnapshotComplete { .. } => {
+                        self.batch = None;
+                        None
+                    }
+                    _ => None,
+                };
                 let handed = self.on_event(id, event, position, now);
+                match &handed {
+                    Some(Event::SnapshotMarker(..)) => {
+                        if let Some((vb, position)) = before {
+                            self.before_snapshot.entry(vb).or_insert(position);
+                        }
+                    }
+                    Some(
+                        Event::SnapshotComplete { vbucket, .. } | Event::Rollback { vbucket, .. },
+                    ) => {
+                        self.before_snapshot.remove(vbucket);
+                    }
+                    _ => {}
+                }
                 self.act(now);
                 if handed.is_some() {
                     return handed;
@@ -487,6 +539,9 @@ impl ClusterClient {
         let Some(link) = self.links.remove(&id) else {
             return;
         };
+        if self.batch == Some(id) {
+            self.batch = None;
+        }
         if let Role::Node(node) = &link.role
             && self.by_node.get(node) == Some(&id)
         {
@@ -570,7 +625,7 @@ impl ClusterClient {
         &mut self,
         id: LinkId,
         event: Event,
-        position: Option<crate::session::StreamPosition>,
+        position: Option<StreamPosition>,
         now: Instant,
     ) -> Option<Event> {
         let link = self.links.get_mut(&id)?;
