@@ -31,6 +31,13 @@ fn node_connections_and_losses_are_logged() {
     assert!(text.contains("node connection lost"), "{text}");
     assert!(text.contains("node reconnected"), "{text}");
     assert!(!text.contains("key-"), "no keys logged: {text}");
+    // The consumers' own events name their node.
+    assert!(text.contains("dcp.seed{seed=127.0.0.1:"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("dcp.node{node=127.0.0.1:") && l.contains("dcp_proto::consumer")),
+        "{text}"
+    );
 }
 
 /// Everything a subscriber wrote.

@@ -128,6 +128,8 @@ pub(super) struct Link {
     pub(super) state: State,
     /// Whether its consumer reported `Ready` (a node connection counted).
     pub(super) ready: bool,
+    /// `dcp.node` (or `dcp.seed`), entered while its consumer runs.
+    pub(super) span: tracing::Span,
 }
 
 impl Link {

@@ -63,7 +63,9 @@ use crate::session::{Checkpoint, StreamPosition};
 /// until its [`Event::SnapshotComplete`].
 ///
 /// Node connections, losses and config changes are logged with
-/// [`tracing`] (target `dcp_proto::cluster::client`; no user data).
+/// [`tracing`] (target `dcp_proto::cluster::client`; no user data); each
+/// consumer runs in a `dcp.node` span (`node`, `link`), a seed's config
+/// fetch in a `dcp.seed` span.
 ///
 /// ```
 /// use std::time::Instant;
@@ -334,10 +336,11 @@ impl ClusterClient {
                     continue;
                 };
                 let draining = matches!(link.state, State::Draining(_));
+                let span = link.span.clone();
                 let Some(consumer) = link.consumer_mut() else {
                     continue;
                 };
-                let Some(event) = consumer.poll_event() else {
+                let Some(event) = span.in_scope(|| consumer.poll_event()) else {
                     if draining {
                         self.finish_lost(id, now);
                         progressed = true;
@@ -417,7 +420,10 @@ impl ClusterClient {
             Role::Node(_) => self.config.connection_name.clone(),
             Role::Seed(_) => format!("{}/config", self.config.connection_name),
         };
-        match Consumer::new(config, sasl_nonce, now) {
+        match entry
+            .span
+            .in_scope(|| Consumer::new(config, sasl_nonce, now))
+        {
             Ok(consumer) => entry.state = State::Open(Box::new(consumer)),
             Err(error) => {
                 tracing::warn!(%link, %error, "cannot start a consumer");
@@ -431,10 +437,14 @@ impl ClusterClient {
     /// `rx`, the rest stays for the next call. A protocol violation closes
     /// the link (a `Disconnect` follows).
     pub fn handle_input(&mut self, link: LinkId, rx: &mut BytesMut, now: Instant) {
-        let Some(consumer) = self.links.get_mut(&link).and_then(Link::open_mut) else {
+        let Some(entry) = self.links.get_mut(&link) else {
             return;
         };
-        if let Err(error) = consumer.handle_input(rx, now) {
+        let span = entry.span.clone();
+        let Some(consumer) = entry.open_mut() else {
+            return;
+        };
+        if let Err(error) = span.in_scope(|| consumer.handle_input(rx, now)) {
             self.link_failed(link, Some(error), now);
         }
         self.act(now);
@@ -468,13 +478,17 @@ impl ClusterClient {
             let Some(link) = self.links.get_mut(&id) else {
                 continue;
             };
+            let span = link.span.clone();
             let failed = match &mut link.state {
                 State::Connecting { .. } => {
                     let target = link.role.address();
                     tracing::warn!(link = %id, %target, "connection not made in time");
                     Some(None)
                 }
-                State::Open(consumer) => consumer.handle_timeout(now).err().map(Some),
+                State::Open(consumer) => span
+                    .in_scope(|| consumer.handle_timeout(now))
+                    .err()
+                    .map(Some),
                 State::Draining(_) => None,
             };
             if let Some(error) = failed {
@@ -504,15 +518,20 @@ impl ClusterClient {
         let id = LinkId(self.next_link);
         let deadline = now + self.config.handshake_timeout;
         let node = role.address().clone();
-        if let Role::Node(address) = &role {
-            self.by_node.insert(address.clone(), id);
-        }
+        let span = match &role {
+            Role::Node(address) => {
+                self.by_node.insert(address.clone(), id);
+                tracing::info_span!("dcp.node", node = %address, link = %id)
+            }
+            Role::Seed(address) => tracing::info_span!("dcp.seed", seed = %address, link = %id),
+        };
         self.links.insert(
             id,
             Link {
                 role,
                 state: State::Connecting { deadline },
                 ready: false,
+                span,
             },
         );
         match target {
@@ -787,11 +806,11 @@ impl ClusterClient {
                     let Some(id) = self.by_node.get(&node).copied() else {
                         continue;
                     };
-                    let opened = self
-                        .links
-                        .get_mut(&id)
-                        .and_then(Link::open_mut)
-                        .map(|c| c.open_stream(vbucket, start, end));
+                    let opened = self.links.get_mut(&id).and_then(|link| {
+                        let span = link.span.clone();
+                        let consumer = link.open_mut()?;
+                        Some(span.in_scope(|| consumer.open_stream(vbucket, start, end)))
+                    });
                     if let Some(Err(error)) = opened {
                         tracing::warn!(%node, vb = vbucket, %error, "cannot open a stream: dropping the connection");
                         self.link_failed(id, None, now);
