@@ -10,7 +10,9 @@ mod cluster_net;
 
 use std::collections::BTreeMap;
 
-use dcp_proto::cluster::{BootstrapError, InitialStart, NodeStatus, OrchestratorConfig, Output};
+use dcp_proto::cluster::{
+    BootstrapError, InitialStart, LinkId, NodeStatus, OrchestratorConfig, Output,
+};
 use dcp_proto::consumer::Event;
 use dcp_proto::producer::NodeId;
 
@@ -436,4 +438,56 @@ fn consistent_snapshots_are_handed_out_whole_across_nodes_and_moves() {
     assert!(checked > 10, "{checked}");
     net.deliver = true;
     net.settle();
+}
+
+#[test]
+fn a_closed_client_disconnects_everything_and_does_nothing_more() {
+    let mut net = Net::streaming(2);
+    let open: Vec<LinkId> = net.sockets.keys().copied().collect();
+    let before = net.outputs.len();
+    net.client.close();
+    net.write(20);
+    for _ in 0..100 {
+        net.run();
+        net.tick();
+    }
+    let after = &net.outputs[before..];
+    assert_eq!(after.len(), open.len(), "{after:?}");
+    for link in open {
+        assert!(after.contains(&Output::Disconnect { link }));
+    }
+    assert!(net.sockets.is_empty());
+    assert!(net.client.is_finished());
+    assert_eq!(net.client.poll_timeout(), None);
+    assert_eq!(net.client.stats().connections, 0);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+
+    /// Whatever a node sends, the client does not panic, drops only that
+    /// link and streams on.
+    #[test]
+    fn any_bytes_from_a_node_are_survived(
+        chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 1..6),
+        valid_header in proptest::prelude::any::<bool>(),
+    ) {
+        let mut net = Net::new(1, OrchestratorConfig::new());
+        net.write(10);
+        net.settle();
+        let link = *net.sockets.keys().next().unwrap();
+        for mut chunk in chunks {
+            if valid_header && chunk.len() >= 24 {
+                // A response magic and a plausible body length, to get
+                // past the header checks.
+                chunk[0] = 0x81;
+                chunk[8..12].copy_from_slice(&8u32.to_be_bytes());
+            }
+            let mut rx = bytes::BytesMut::from(&chunk[..]);
+            net.client.handle_input(link, &mut rx, net.now);
+            let _ = net.client.poll_event(net.now);
+        }
+        net.write(5);
+        net.settle();
+    }
 }

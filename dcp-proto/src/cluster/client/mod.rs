@@ -110,6 +110,8 @@ pub struct ClusterClient {
     seed_round: Option<(usize, Option<LinkId>)>,
     bootstrap_error: Option<BootstrapError>,
     bootstrap_failed: bool,
+    /// [`close`](Self::close) was called.
+    closed: bool,
     /// Where the search for the next event starts (fairness across nodes).
     cursor: Option<LinkId>,
     /// With consistent snapshots: the link whose released snapshot is
@@ -169,6 +171,7 @@ impl ClusterClient {
             seed_round: None,
             bootstrap_error: None,
             bootstrap_failed: false,
+            closed: false,
             cursor: None,
             batch: None,
             before_snapshot: BTreeMap::new(),
@@ -212,9 +215,11 @@ impl ClusterClient {
     }
 
     /// Whether every selected vbucket reached its end seqno or failed (or
-    /// bootstrapping failed): nothing more will happen.
+    /// bootstrapping failed, or the client was closed): nothing more will
+    /// happen.
     pub fn is_finished(&self) -> bool {
-        self.bootstrap_failed
+        self.closed
+            || self.bootstrap_failed
             || (self.orchestrator.config().is_some() && self.orchestrator.is_finished())
     }
 
@@ -395,6 +400,9 @@ impl ClusterClient {
     /// The next instant at which [`handle_timeout`](Self::handle_timeout)
     /// must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
         let links = self.links.values().filter_map(|link| match &link.state {
             State::Connecting { deadline } => Some(*deadline),
             State::Open(consumer) => consumer.poll_timeout(),
@@ -501,9 +509,10 @@ impl ClusterClient {
         self.act(now);
     }
 
-    /// Closes every connection (a `Disconnect` for each); the client does
-    /// nothing more.
+    /// Closes every connection (a `Disconnect` for each, events not yet
+    /// taken are dropped); the client does nothing more.
     pub fn close(&mut self) {
+        self.closed = true;
         let ids: Vec<LinkId> = self.links.keys().copied().collect();
         for id in ids {
             self.drop_link(id);
@@ -779,6 +788,9 @@ impl ClusterClient {
     /// Carries out the orchestrator's actions.
     fn act(&mut self, now: Instant) {
         while let Some(action) = self.orchestrator.poll_action() {
+            if self.closed {
+                continue;
+            }
             match action {
                 Action::Connect(kv) => {
                     if let Some(old) = self.by_node.get(&kv.address).copied() {
