@@ -17,6 +17,7 @@ seeds_for() {
     consumer_handshake) echo seeds/consumer_handshake ;;
     producer) echo seeds/producer ;;
     cluster_config) echo ../dcp-proto/tests/cluster_fixtures ;;
+    cluster_client) echo seeds/consumer_handshake ;;
     roundtrip) echo "" ;;
     *) echo "unknown target $1" >&2; exit 2 ;;
   esac

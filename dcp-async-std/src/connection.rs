@@ -60,13 +60,7 @@ impl Connection<TcpStream> {
         addr: impl AsyncToSocketAddrs,
         config: ConsumerConfig,
     ) -> Result<Self, Error> {
-        let limit = config.handshake_timeout;
-        let stream = future::or(TcpStream::connect(addr), async {
-            Timer::after(limit).await;
-            Err(io::ErrorKind::TimedOut.into())
-        })
-        .await?;
-        stream.set_nodelay(true)?;
+        let stream = tcp_connect(addr, config.handshake_timeout).await?;
         let span = tracing::info_span!(
             "dcp.connection",
             name = %config.connection_name,
@@ -102,31 +96,11 @@ impl Connection<TlsStream> {
         mut config: ConsumerConfig,
     ) -> Result<Self, Error> {
         use dcp_proto::auth::Mechanism;
-        let name = crate::tls::server_name(server_name)?;
+        // A bad name is refused before connecting.
+        crate::tls::server_name(server_name)?;
         let limit = config.handshake_timeout;
-        let tcp = future::or(TcpStream::connect(addr), async {
-            Timer::after(limit).await;
-            Err(io::ErrorKind::TimedOut.into())
-        })
-        .await?;
-        tcp.set_nodelay(true)?;
-        let peer = tcp.peer_addr()?.to_string();
-        let connector = futures_rustls::TlsConnector::from(tls);
-        let stream = future::or(async { Some(connector.connect(name, tcp).await) }, async {
-            Timer::after(limit).await;
-            None
-        })
-        .await;
-        let stream = match stream {
-            Some(Ok(stream)) => stream,
-            Some(Err(source)) => return Err(Error::Tls { addr: peer, source }),
-            None => {
-                return Err(Error::TlsTimeout {
-                    addr: peer,
-                    timeout: limit,
-                });
-            }
-        };
+        let tcp = tcp_connect(addr, limit).await?;
+        let stream = tls_connect(tcp, server_name, tls, limit).await?;
         if !config.mechanisms.contains(&Mechanism::Plain) {
             config.mechanisms.push(Mechanism::Plain);
         }
@@ -422,8 +396,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
+/// Connects to `addr` within `limit`, with Nagle off.
+pub(crate) async fn tcp_connect(
+    addr: impl AsyncToSocketAddrs,
+    limit: Duration,
+) -> Result<TcpStream, Error> {
+    let stream = future::or(TcpStream::connect(addr), async {
+        Timer::after(limit).await;
+        Err(io::ErrorKind::TimedOut.into())
+    })
+    .await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Runs the client side of the TLS handshake on `tcp` within `limit`,
+/// verifying the certificate for `server_name`.
+#[cfg(feature = "tls")]
+pub(crate) async fn tls_connect(
+    tcp: TcpStream,
+    server_name: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    limit: Duration,
+) -> Result<TlsStream, Error> {
+    let name = crate::tls::server_name(server_name)?;
+    let peer = tcp.peer_addr()?.to_string();
+    let connector = futures_rustls::TlsConnector::from(tls);
+    let stream = future::or(async { Some(connector.connect(name, tcp).await) }, async {
+        Timer::after(limit).await;
+        None
+    })
+    .await;
+    match stream {
+        Some(Ok(stream)) => Ok(stream),
+        Some(Err(source)) => Err(Error::Tls { addr: peer, source }),
+        None => Err(Error::TlsTimeout {
+            addr: peer,
+            timeout: limit,
+        }),
+    }
+}
+
 /// A fresh SCRAM client nonce: 18 random bytes, hex-encoded.
-fn sasl_nonce() -> io::Result<String> {
+pub(crate) fn sasl_nonce() -> io::Result<String> {
     let mut bytes = [0u8; 18];
     getrandom::fill(&mut bytes).map_err(io::Error::other)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())

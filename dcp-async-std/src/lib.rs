@@ -15,11 +15,10 @@
 //!   ([`Server::bind`], the default `async-std` feature), with a
 //!   [`ServerHandle`] to write documents and inject faults in-process.
 //! - [`ClusterConnection`]: a whole bucket from a cluster, bootstrapped
-//!   from a `couchbase://h1,h2/bucket` connection string: one
-//!   [`Connection`] per data node in its own task, the core's
-//!   [`ClusterOrchestrator`](dcp_proto::cluster::ClusterOrchestrator) in
-//!   the caller's, one merged event stream and one cluster-wide
-//!   checkpoint.
+//!   from a `couchbase://h1,h2/bucket` connection string: the core's
+//!   [`ClusterClient`](dcp_proto::cluster::ClusterClient) (one consumer
+//!   per data node) in the caller's task, one task per socket, one merged
+//!   event stream, one cluster-wide checkpoint and summed counters.
 //! - [`ClusterServer`]: serves a
 //!   [`LocalCluster`](dcp_proto::producer::LocalCluster) (N nodes, one
 //!   bucket) on N consecutive ports, with a [`ClusterServerHandle`] to

@@ -1,35 +1,38 @@
-//! [`ClusterConnection`]: a whole bucket streamed from a cluster, one
-//! [`Connection`] per data node (each on its own thread), driven by the
-//! core's [`ClusterOrchestrator`] on the caller's thread.
+//! [`ClusterConnection`]: a whole bucket streamed from a cluster: the
+//! core's [`ClusterClient`] driven over blocking sockets on the caller's
+//! thread, with one reader thread per socket.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use dcp_proto::cluster::{
-    Action, ClusterOrchestrator, ConnectionString, KvNode, NodeAddress, OrchestratorConfig,
-    StreamFailure,
+    BootstrapError, ClusterClient, ClusterOrchestrator, ConnectionString, LinkId, NodeAddress,
+    OrchestratorConfig, Output, StreamFailure,
 };
-use dcp_proto::consumer::{ConsumerConfig, Event, StreamStart};
-use dcp_proto::session::{Checkpoint, StreamPosition};
+use dcp_proto::consumer::{ConnectionStats, ConsumerConfig, Event, StreamStats};
+use dcp_proto::session::Checkpoint;
 
-use crate::pipe::Wake;
-use crate::{Connection, Error};
+use crate::Error;
+use crate::connection::{sasl_nonce, tcp_connect};
 
-/// Reports buffered between the node threads and the owner: a slow
-/// application stops the node threads, whose connections then stop
-/// acknowledging, and the producers pause.
-const REPORT_QUEUE: usize = 256;
+/// Socket reads buffered between the reader threads and the owner: a slow
+/// application stops the reader threads; the consumers then stop
+/// acknowledging and the producers pause.
+const INPUT_QUEUE: usize = 256;
 
-/// How node connections are made: plain TCP, or TLS with a client
-/// configuration (to the nodes' `kvSSL` ports).
+/// Bytes asked of a socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How sockets are made: plain TCP, or TLS with a client configuration.
 #[derive(Clone, Default)]
 struct Dial {
     #[cfg(feature = "tls")]
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Dial {
@@ -46,128 +49,133 @@ impl Dial {
         return false;
     }
 
-    /// Where to reach a data node: its `kvSSL` address over TLS (none if
-    /// the config lists no TLS port: never plaintext instead).
-    fn target(&self, kv: &KvNode) -> Option<NodeAddress> {
-        if self.is_tls() {
-            kv.tls_address()
-        } else {
-            Some(kv.address.clone())
-        }
-    }
-
-    /// Connects to `host:port` (over TLS, verifying `host`, if configured)
-    /// with a connection a [`Wake`] interrupts; also returns a clone of its
-    /// socket.
-    fn connect(
-        &self,
-        host: &str,
-        port: u16,
-        config: ConsumerConfig,
-    ) -> Result<(Connection, Wake, TcpStream), Error> {
-        Connection::connect_wakeable(
-            host,
-            port,
+    /// Connects to `target` (TCP, then TLS verifying its host, if
+    /// configured), each step within `timeout`.
+    fn connect(&self, target: &NodeAddress, timeout: Duration) -> Result<Socket, Error> {
+        let tcp = tcp_connect((target.host(), target.port()), timeout)?;
+        tcp.set_nodelay(true)?;
+        tcp.set_write_timeout(Some(timeout))?;
+        #[cfg(feature = "tls")]
+        let tls = match &self.tls {
+            Some(tls) => Some(Box::new(crate::connection::tls_handshake(
+                &tcp,
+                target.host(),
+                std::sync::Arc::clone(tls),
+                timeout,
+            )?)),
+            None => None,
+        };
+        Ok(Socket {
+            tcp,
             #[cfg(feature = "tls")]
-            self.tls.clone(),
-            config,
-        )
+            tls,
+            rx: BytesMut::new(),
+        })
     }
 }
 
-/// What a node thread asks of its connection.
+/// A connected socket, written by the owner; its TLS session (if any)
+/// decrypts what the reader thread read and encrypts what is sent.
 #[derive(Debug)]
-enum Command {
-    Open {
-        vbucket: u16,
-        start: StreamStart,
-        end: Option<u64>,
-    },
-    Close(u16),
-    RefreshConfig,
+struct Socket {
+    tcp: TcpStream,
+    #[cfg(feature = "tls")]
+    tls: Option<Box<rustls::ClientConnection>>,
+    /// Received bytes not yet taken by the client (part of a frame).
+    rx: BytesMut,
 }
 
-/// What a node thread reports.
-#[derive(Debug)]
-enum Reported {
-    Connected,
-    Event(Box<Event>, Option<StreamPosition>),
-    Lost,
-}
-
-#[derive(Debug)]
-struct Report {
-    node: NodeAddress,
-    /// Which connection to the node (0: a one-off seed config fetch).
-    generation: u64,
-    what: Reported,
-}
-
-/// One node's connection thread.
-#[derive(Debug)]
-struct Link {
-    generation: u64,
-    commands: Sender<Command>,
-    /// Once connected: a clone of the node's socket, to end the thread, and
-    /// the wake that interrupts its wait for the socket.
-    control: Arc<Mutex<Option<(TcpStream, Wake)>>>,
-}
-
-impl Link {
-    /// Queues a command and wakes the thread to carry it out.
-    fn send(&self, command: Command) {
-        let _ = self.commands.send(command);
-        // Not connected yet: the thread looks at its commands first.
-        if let Some((_, wake)) = &*self.control.lock().unwrap_or_else(PoisonError::into_inner) {
-            wake.wake();
+impl Socket {
+    /// Takes bytes read from the socket (TLS records over TLS) into `rx`.
+    fn receive(&mut self, bytes: &[u8]) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            let mut records = bytes;
+            while !records.is_empty() {
+                tls.read_tls(&mut records)?;
+                let state = tls.process_new_packets().map_err(io::Error::other)?;
+                let len = self.rx.len();
+                self.rx.resize(len + state.plaintext_bytes_to_read(), 0);
+                tls.reader()
+                    .read_exact(self.rx.get_mut(len..).unwrap_or_default())?;
+            }
+            return self.flush_tls();
         }
+        self.rx.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Sends bytes (blocking at most the write timeout).
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            tls.writer().write_all(bytes)?;
+            return self.flush_tls();
+        }
+        self.tcp.write_all(bytes)
+    }
+
+    #[cfg(feature = "tls")]
+    fn flush_tls(&mut self) -> io::Result<()> {
+        if let Some(tls) = &mut self.tls {
+            while tls.wants_write() {
+                tls.write_tls(&mut self.tcp)?;
+            }
+        }
+        Ok(())
     }
 }
 
-impl Drop for Link {
+impl Drop for Socket {
     fn drop(&mut self) {
-        // The thread also stops once it sees the commands hang up.
-        if let Some((socket, wake)) = &*self.control.lock().unwrap_or_else(PoisonError::into_inner)
-        {
-            let _ = socket.shutdown(Shutdown::Both);
-            wake.wake();
-        }
+        // Ends the reader thread too.
+        let _ = self.tcp.shutdown(Shutdown::Both);
     }
+}
+
+/// What a reader thread reports.
+#[derive(Debug)]
+enum Input {
+    Connected(LinkId, Socket),
+    Bytes(LinkId, Vec<u8>),
+    /// Connecting failed (with why), or the socket closed or failed.
+    Lost(LinkId, Option<Error>),
 }
 
 /// Streams a bucket from a whole cluster as one event stream, across
 /// rebalances, failovers, node additions and removals and lost
 /// connections, with one cluster-wide [`Checkpoint`].
 ///
-/// It bootstraps from seed nodes (a `couchbase://h1,h2/bucket`
-/// [`ConnectionString`]), then runs the core's [`ClusterOrchestrator`] on
-/// the caller's thread: one thread per data node owns that node's
-/// [`Connection`] and reports its events through a bounded channel; this
-/// value owns the orchestrator and hands out, in the order they arrive,
-/// the events of each vbucket's current stream (stale events of moved
-/// streams are dropped). Per vbucket the order is the producer's; across
-/// vbuckets events interleave.
+/// It runs the core's [`ClusterClient`] (bootstrap from the seeds of a
+/// `couchbase://h1,h2/bucket` [`ConnectionString`], one consumer per data
+/// node, the [`ClusterOrchestrator`]) on the caller's thread: it opens the
+/// sockets the client asks for, one thread per socket connects and reads
+/// it, and [`next_event`](Self::next_event) feeds what they read to the
+/// client and hands out its events: those of each vbucket's current
+/// stream (stale events of moved streams are dropped), in the producer's
+/// order per vbucket, interleaved across vbuckets.
 ///
-/// Connections acknowledge flow control by themselves (`auto_ack` is
-/// forced on): the bounded channel between node threads and
-/// [`next_event`](Self::next_event) is the back-pressure.
+/// Flow control is acknowledged as events are handed out: an application
+/// that stops asking for events stops the producers (the bounded queue
+/// between the reader threads and [`next_event`](Self::next_event) fills,
+/// and nothing more is acknowledged).
 ///
 /// Persist [`checkpoint`](Self::checkpoint) with the data the events
 /// produced and resume with it; after a reported [`Event::Rollback`]
 /// discard that vbucket's changes above its seqno.
 #[derive(Debug)]
 pub struct ClusterConnection {
-    orchestrator: ClusterOrchestrator,
-    config: ConsumerConfig,
-    seeds: Vec<(String, u16)>,
-    links: HashMap<NodeAddress, Link>,
-    reports: Receiver<Report>,
-    sender: SyncSender<Report>,
-    generation: u64,
-    done: Vec<u16>,
-    failed: Vec<(u16, StreamFailure)>,
-    seed_fetch: Option<JoinHandle<()>>,
+    client: ClusterClient,
+    sockets: HashMap<LinkId, Socket>,
+    /// Links whose reader thread is connecting.
+    connecting: HashSet<LinkId>,
+    inputs: Receiver<Input>,
+    sender: SyncSender<Input>,
     dial: Dial,
+    /// Why the last socket could not be made (the bootstrap error when
+    /// no seed could be reached).
+    last_error: Option<Error>,
+    tx: BytesMut,
 }
 
 impl ClusterConnection {
@@ -204,7 +212,7 @@ impl ClusterConnection {
     #[cfg(feature = "tls")]
     pub fn connect_tls(
         connection_string: &str,
-        tls: Arc<rustls::ClientConfig>,
+        tls: std::sync::Arc<rustls::ClientConfig>,
         config: ConsumerConfig,
         settings: OrchestratorConfig,
         checkpoint: Checkpoint,
@@ -213,12 +221,12 @@ impl ClusterConnection {
         Self::connect_via(connection_string, dial, config, settings, checkpoint)
     }
 
-    /// Bootstraps with node connections made by `dial`.
+    /// Bootstraps with sockets made by `dial`.
     fn connect_via(
         connection_string: &str,
         dial: Dial,
-        mut config: ConsumerConfig,
-        mut settings: OrchestratorConfig,
+        config: ConsumerConfig,
+        settings: OrchestratorConfig,
         checkpoint: Checkpoint,
     ) -> Result<Self, Error> {
         let parsed = ConnectionString::parse(connection_string)?;
@@ -228,38 +236,33 @@ impl ClusterConnection {
                     .to_owned(),
             ));
         }
-        parsed.configure(&mut config, &mut settings);
-        let (sender, reports) = mpsc::sync_channel(REPORT_QUEUE);
+        let client = ClusterClient::new(&parsed, config, settings, checkpoint, Instant::now());
+        let (sender, inputs) = mpsc::sync_channel(INPUT_QUEUE);
         let mut this = ClusterConnection {
-            orchestrator: ClusterOrchestrator::new(settings, checkpoint),
-            config,
-            seeds: parsed.seeds,
-            links: HashMap::new(),
-            reports,
+            client,
+            sockets: HashMap::new(),
+            connecting: HashSet::new(),
+            inputs,
             sender,
-            generation: 0,
-            done: Vec::new(),
-            failed: Vec::new(),
-            seed_fetch: None,
             dial,
+            last_error: None,
+            tx: BytesMut::new(),
         };
-        let mut last_err = Error::NoConfig;
-        for (host, port) in this.seeds.clone() {
-            match fetch_config(&this.dial, &host, port, &this.config) {
-                Ok(json) => match this
-                    .orchestrator
-                    .handle_config(&json, &host, Instant::now())
-                {
-                    Ok(_) => break,
-                    Err(err) => last_err = err.into(),
-                },
-                Err(err) => last_err = err,
+        // Only seed connections run before the first config: they hand
+        // out no events.
+        while this.client.config().is_none() {
+            this.flush();
+            let _ = this.client.poll_event(Instant::now());
+            if this.client.bootstrap_failed() {
+                return Err(match this.client.take_bootstrap_error() {
+                    Some(BootstrapError::Rejected { error, .. }) => Error::Config(error),
+                    Some(BootstrapError::Handshake { error, .. }) => Error::Consumer(error),
+                    _ => this.last_error.take().unwrap_or(Error::NoConfig),
+                });
             }
+            this.wait(None);
         }
-        if this.orchestrator.config().is_none() {
-            return Err(last_err);
-        }
-        this.act();
+        this.flush();
         Ok(this)
     }
 
@@ -268,370 +271,236 @@ impl ClusterConnection {
     /// ends. `Ok(None)` once every selected vbucket reached its end seqno
     /// or failed (see [`done`](Self::done) and [`failed`](Self::failed)).
     pub fn next_event(&mut self) -> Result<Option<Event>, Error> {
-        self.drive(None)
+        Ok(self.drive(None))
     }
 
     /// Like [`next_event`](Self::next_event), giving up after `timeout`:
     /// `Ok(None)` then too (see [`is_finished`](Self::is_finished)).
     pub fn next_event_timeout(&mut self, timeout: Duration) -> Result<Option<Event>, Error> {
-        self.drive(Some(Instant::now() + timeout))
+        Ok(self.drive(Some(Instant::now() + timeout)))
     }
 
     /// Whether every selected vbucket reached its end seqno or failed.
     pub fn is_finished(&self) -> bool {
-        self.orchestrator.is_finished()
+        self.client.is_finished()
     }
 
     /// Every selected vbucket's position as of the events handed out.
     pub fn checkpoint(&self) -> Checkpoint {
-        self.orchestrator.checkpoint()
+        self.client.checkpoint()
     }
 
     /// The orchestrator (config in force, vbucket and node status).
     pub fn orchestrator(&self) -> &ClusterOrchestrator {
-        &self.orchestrator
+        self.client.orchestrator()
+    }
+
+    /// The sans-IO client this drives (links, consumers, counters).
+    pub fn client(&self) -> &ClusterClient {
+        &self.client
     }
 
     /// Vbuckets that reached their end seqno.
     pub fn done(&self) -> &[u16] {
-        &self.done
+        self.client.done()
     }
 
     /// Vbuckets given up, and why.
     pub fn failed(&self) -> &[(u16, StreamFailure)] {
-        &self.failed
+        self.client.failed()
     }
 
-    /// The nodes with a connection thread.
+    /// The nodes with a connection (being made, or made).
     pub fn connected_nodes(&self) -> Vec<NodeAddress> {
-        self.links.keys().cloned().collect()
+        self.client.connected_nodes()
+    }
+
+    /// Counters of every node connection added up, including connections
+    /// since lost (see [`ClusterClient::stats`]): `connections` is the
+    /// number running now, `reconnects` those made again to a node.
+    pub fn stats(&self) -> ConnectionStats {
+        self.client.stats()
+    }
+
+    /// A vbucket's stream counters, added up over the node connections
+    /// that streamed it and still run.
+    pub fn stream_stats(&self, vbucket: u16) -> Option<StreamStats> {
+        self.client.stream_stats(vbucket)
     }
 
     // ----- internals -----------------------------------------------------
 
-    fn drive(&mut self, until: Option<Instant>) -> Result<Option<Event>, Error> {
+    fn drive(&mut self, until: Option<Instant>) -> Option<Event> {
         loop {
-            self.act();
-            if self.orchestrator.is_finished() {
-                return Ok(None);
+            self.flush();
+            if let Some(event) = self.client.poll_event(Instant::now()) {
+                // Its acknowledgement goes out at once.
+                self.flush();
+                return Some(event);
             }
-            let now = Instant::now();
-            let deadline = match (self.orchestrator.poll_timeout(), until) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let received = match deadline {
-                Some(at) => self.reports.recv_timeout(at.saturating_duration_since(now)),
-                // The owner holds a sender: the channel never hangs up.
-                None => self
-                    .reports
-                    .recv()
-                    .map_err(|_| RecvTimeoutError::Disconnected),
-            };
-            match received {
-                Ok(report) => {
-                    // Fed to the orchestrator only now, as it is handed
-                    // out: the checkpoint never runs ahead of the
-                    // application.
-                    if let Some(event) = self.on_report(report) {
-                        self.act();
-                        return Ok(Some(event));
-                    }
-                }
-                Err(_) => {
-                    let now = Instant::now();
-                    if self.orchestrator.poll_timeout().is_some_and(|at| at <= now) {
-                        self.orchestrator.handle_timeout(now);
-                    }
-                    if until.is_some_and(|at| at <= now) {
-                        return Ok(None);
-                    }
-                }
+            if self.client.is_finished() || !self.wait(until) {
+                return None;
             }
         }
     }
 
-    /// Feeds a report to the orchestrator; returns the event to hand out,
-    /// if it is one of a current stream.
-    fn on_report(&mut self, report: Report) -> Option<Event> {
-        let Report {
-            node,
-            generation,
-            what,
-        } = report;
-        let at = Instant::now();
-        if generation == 0 {
-            // A seed's answer to a config fetch.
-            if let Reported::Event(event, _) = what
-                && let Event::ClusterConfig { config, .. } = *event
-            {
-                let _ = self.orchestrator.handle_config(&config, node.host(), at);
-            }
-            return None;
-        }
-        if self.links.get(&node).map(|l| l.generation) != Some(generation) {
-            return None; // a connection reported lost or closed
-        }
-        match what {
-            Reported::Connected => self.orchestrator.handle_node_connected(&node, at),
-            Reported::Lost => {
-                self.links.remove(&node);
-                self.orchestrator.handle_node_lost(&node, at);
-            }
-            Reported::Event(event, position) => {
-                return self
-                    .orchestrator
-                    .handle_node_event(&node, *event, position, at);
-            }
-        }
-        None
-    }
-
-    /// Carries out the orchestrator's actions.
-    fn act(&mut self) {
-        while let Some(action) = self.orchestrator.poll_action() {
-            match action {
-                Action::Connect(kv) => self.start_link(&kv),
-                Action::Disconnect(node) => {
-                    self.links.remove(&node);
-                }
-                Action::OpenStream {
-                    node,
-                    vbucket,
-                    start,
-                    end,
-                } => self.command(
-                    &node,
-                    Command::Open {
-                        vbucket,
-                        start,
-                        end,
-                    },
-                ),
-                Action::CloseStream { node, vbucket } => {
-                    self.command(&node, Command::Close(vbucket));
-                }
-                Action::RefreshConfig { via } => match via {
-                    Some(node) if self.links.contains_key(&node) => {
-                        self.command(&node, Command::RefreshConfig);
-                    }
-                    _ => self.fetch_from_seed(),
-                },
-                Action::StreamDone { vbucket } => self.done.push(vbucket),
-                Action::Fail { vbucket, reason } => self.failed.push((vbucket, reason)),
-                _ => {}
-            }
-        }
-    }
-
-    /// Starts a node thread; a thread that cannot start is a lost node.
-    fn start_link(&mut self, kv: &KvNode) {
-        self.generation += 1;
-        let generation = self.generation;
-        let node = kv.address.clone();
-        let (commands, rx) = mpsc::channel();
-        let control = Arc::new(Mutex::new(None));
-        let spawned = {
-            let link = NodeLink {
-                node: node.clone(),
-                target: self.dial.target(kv),
-                dial: self.dial.clone(),
-                generation,
-                commands: rx,
-                reports: self.sender.clone(),
-                control: Arc::clone(&control),
-            };
-            let config = self.config.clone();
-            thread::Builder::new()
-                .name(format!("dcp-node-{node}"))
-                .spawn(move || node_thread(link, config))
+    /// Sends what the client has, waits for one input or deadline and
+    /// feeds it to the client; `false` once `until` passed.
+    fn wait(&mut self, until: Option<Instant>) -> bool {
+        // Taking events may have queued requests and acknowledgements.
+        self.flush();
+        let now = Instant::now();
+        let deadline = match (self.client.poll_timeout(), until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
-        if spawned.is_err() {
-            self.orchestrator.handle_node_lost(&node, Instant::now());
-            return;
+        let received = match deadline {
+            Some(at) => self.inputs.recv_timeout(at.saturating_duration_since(now)),
+            // This value holds a sender: the channel never hangs up.
+            None => self
+                .inputs
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        let now = Instant::now();
+        match received {
+            Ok(input) => self.on_input(input, now),
+            Err(_) => {
+                if self.client.poll_timeout().is_some_and(|at| at <= now) {
+                    self.client.handle_timeout(now);
+                }
+            }
         }
-        self.links.insert(
-            node,
-            Link {
-                generation,
-                commands,
-                control,
-            },
-        );
+        until.is_none_or(|at| at > now)
     }
 
-    fn command(&mut self, node: &NodeAddress, command: Command) {
-        if let Some(link) = self.links.get(node) {
-            link.send(command);
-        }
-    }
-
-    /// Fetches a config from the seeds on a thread (no node is connected);
-    /// the answer arrives as a generation-0 report.
-    fn fetch_from_seed(&mut self) {
-        if self.seed_fetch.as_ref().is_some_and(|t| !t.is_finished()) {
-            return;
-        }
-        let seeds = self.seeds.clone();
-        let config = self.config.clone();
-        let sender = self.sender.clone();
-        let dial = self.dial.clone();
-        self.seed_fetch = thread::Builder::new()
-            .name("dcp-seed-config".into())
-            .spawn(move || {
-                for (host, port) in seeds {
-                    if let Ok(json) = fetch_config(&dial, &host, port, &config) {
-                        let event = Event::ClusterConfig {
-                            status: dcp_proto::codec::Status::Success,
-                            config: json.into(),
-                        };
-                        let _ = sender.send(Report {
-                            node: NodeAddress::new(host, port),
-                            generation: 0,
-                            what: Reported::Event(Box::new(event), None),
-                        });
-                        return;
+    fn on_input(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Connected(link, socket) => {
+                if !self.connecting.remove(&link) {
+                    return; // abandoned: dropping it closes it
+                }
+                match sasl_nonce() {
+                    Ok(nonce) => {
+                        self.sockets.insert(link, socket);
+                        self.client.handle_connected(link, &nonce, now);
                     }
+                    Err(_) => self.client.handle_lost(link, now),
                 }
-            })
-            .ok();
-    }
-}
-
-/// Connects to one node, asks for the bucket config and returns it.
-fn fetch_config(
-    dial: &Dial,
-    host: &str,
-    port: u16,
-    config: &ConsumerConfig,
-) -> Result<Vec<u8>, Error> {
-    let mut config = config.clone();
-    config.connection_name = format!("{}/config", config.connection_name);
-    let deadline = Instant::now() + config.handshake_timeout.max(Duration::from_secs(1));
-    #[cfg(feature = "tls")]
-    let connected = match &dial.tls {
-        Some(tls) => Connection::connect_tls((host, port), host, Arc::clone(tls), config),
-        None => Connection::connect((host, port), config),
-    };
-    #[cfg(not(feature = "tls"))]
-    let connected = {
-        let _ = dial;
-        Connection::connect((host, port), config)
-    };
-    let mut conn = connected?;
-    conn.consumer_mut().request_cluster_config()?;
-    let result = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match conn.next_event_timeout(left)? {
-            Some(Event::ClusterConfig { status, config }) => {
-                if status.is_success() && !config.is_empty() {
-                    break Ok(config.to_vec());
-                }
-                break Err(Error::NoConfig);
             }
-            Some(_) => {}
-            None => break Err(Error::NoConfig),
-        }
-    };
-    conn.close();
-    result
-}
-
-/// What a node thread is given.
-struct NodeLink {
-    /// The node (its identity in reports).
-    node: NodeAddress,
-    /// Where to connect (none: no address for this dial, a lost node).
-    target: Option<NodeAddress>,
-    dial: Dial,
-    generation: u64,
-    commands: Receiver<Command>,
-    reports: SyncSender<Report>,
-    control: Arc<Mutex<Option<(TcpStream, Wake)>>>,
-}
-
-/// Owns one node's connection: carries out commands, reports events.
-///
-/// It blocks in [`Connection::next_event`] only; a command wakes it (its
-/// connection reads through a reader thread, see
-/// [`pipe`](crate::pipe)), so commands are carried out at once without
-/// polling.
-fn node_thread(link: NodeLink, config: ConsumerConfig) {
-    let NodeLink {
-        node,
-        target,
-        dial,
-        generation,
-        commands,
-        reports,
-        control,
-    } = link;
-    let report = |what| Report {
-        node: node.clone(),
-        generation,
-        what,
-    };
-    let connected = match &target {
-        Some(target) => dial.connect(target.host(), target.port(), config),
-        None => Err(Error::TlsConfig(format!(
-            "node {node} lists no kvSSL port for a TLS connection"
-        ))),
-    };
-    let Ok((mut conn, wake, socket)) = connected else {
-        let _ = reports.send(report(Reported::Lost));
-        return;
-    };
-    *control.lock().unwrap_or_else(PoisonError::into_inner) = Some((socket, wake));
-    if reports.send(report(Reported::Connected)).is_err() {
-        return;
-    }
-    loop {
-        loop {
-            let ok = match commands.try_recv() {
-                Ok(Command::Open {
-                    vbucket,
-                    start,
-                    end,
-                }) => conn.open_stream(vbucket, start, end).is_ok(),
-                // Already ended is fine: its end event is on its way.
-                Ok(Command::Close(vbucket)) => {
-                    let _ = conn.close_stream(vbucket);
-                    true
-                }
-                Ok(Command::RefreshConfig) => {
-                    let _ = conn.consumer_mut().request_cluster_config();
-                    true
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    conn.close();
+            Input::Bytes(link, bytes) => {
+                let Some(socket) = self.sockets.get_mut(&link) else {
                     return;
-                }
-            };
-            if !ok {
-                let _ = reports.send(report(Reported::Lost));
-                return;
-            }
-        }
-        // Returns `Ok(None)`, still open, when a command woke it.
-        match conn.next_event() {
-            Ok(Some(event)) => {
-                let position = match &event {
-                    Event::StreamOpened { vbucket, .. } => conn.consumer().position(*vbucket),
-                    _ => None,
                 };
-                if reports
-                    .send(report(Reported::Event(Box::new(event), position)))
-                    .is_err()
-                {
-                    return;
+                match socket.receive(&bytes) {
+                    Ok(()) => self.client.handle_input(link, &mut socket.rx, now),
+                    Err(_) => self.lose(link, now),
                 }
             }
-            Ok(None) if !conn.is_closed() => {}
-            Ok(None) | Err(_) => {
-                let _ = reports.send(report(Reported::Lost));
+            Input::Lost(link, error) => {
+                if self.connecting.remove(&link) || self.sockets.contains_key(&link) {
+                    if error.is_some() {
+                        self.last_error = error;
+                    }
+                    self.lose(link, now);
+                }
+            }
+        }
+    }
+
+    fn lose(&mut self, link: LinkId, now: Instant) {
+        self.sockets.remove(&link);
+        self.client.handle_lost(link, now);
+    }
+
+    /// Carries out the client's outputs and sends its bytes, until it has
+    /// none.
+    fn flush(&mut self) {
+        loop {
+            let mut idle = true;
+            while let Some(output) = self.client.poll_output() {
+                idle = false;
+                match output {
+                    Output::Connect { link, target, .. } => self.start_link(link, target),
+                    Output::Disconnect { link } => {
+                        self.connecting.remove(&link);
+                        self.sockets.remove(&link);
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(link) = self.client.poll_transmit(&mut self.tx) {
+                idle = false;
+                let sent = self.sockets.get_mut(&link).map(|s| s.send(&self.tx));
+                self.tx.clear();
+                if let Some(Err(_)) = sent {
+                    self.lose(link, Instant::now());
+                }
+            }
+            if idle {
                 return;
             }
+        }
+    }
+
+    /// Starts the thread that connects `link` to `target` and reads it.
+    fn start_link(&mut self, link: LinkId, target: NodeAddress) {
+        let dial = self.dial.clone();
+        let sender = self.sender.clone();
+        let timeout = self.client_timeout();
+        let spawned = thread::Builder::new()
+            .name(format!("dcp-link-{target}"))
+            .spawn(move || reader_thread(link, &target, &dial, timeout, &sender));
+        if spawned.is_ok() {
+            self.connecting.insert(link);
+        } else {
+            self.client.handle_lost(link, Instant::now());
+        }
+    }
+
+    /// How long connecting may take (the consumers' handshake timeout).
+    fn client_timeout(&self) -> Duration {
+        self.client.consumer_config().handshake_timeout
+    }
+}
+
+/// Connects a link's socket, hands it to the owner, then reads it until it
+/// closes.
+fn reader_thread(
+    link: LinkId,
+    target: &NodeAddress,
+    dial: &Dial,
+    timeout: Duration,
+    inputs: &SyncSender<Input>,
+) {
+    let socket = match dial.connect(target, timeout) {
+        Ok(socket) => socket,
+        Err(error) => {
+            let _ = inputs.send(Input::Lost(link, Some(error)));
+            return;
+        }
+    };
+    let mut reader = match socket.tcp.try_clone() {
+        Ok(reader) => reader,
+        Err(error) => {
+            let _ = inputs.send(Input::Lost(link, Some(error.into())));
+            return;
+        }
+    };
+    if inputs.send(Input::Connected(link, socket)).is_err() {
+        return;
+    }
+    let mut buf = vec![0; READ_CHUNK];
+    loop {
+        let input = match reader.read(&mut buf) {
+            Ok(0) => Input::Lost(link, None),
+            Ok(n) => Input::Bytes(link, buf.get(..n).unwrap_or_default().to_vec()),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => Input::Lost(link, Some(error.into())),
+        };
+        let last = matches!(input, Input::Lost(..));
+        if inputs.send(input).is_err() || last {
+            return;
         }
     }
 }

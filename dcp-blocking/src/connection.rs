@@ -12,8 +12,7 @@ use dcp_proto::consumer::{
 use dcp_proto::session::{Checkpoint, StreamKey};
 
 use crate::Error;
-use crate::pipe::{Piped, Wake};
-use crate::stream::{Stream, Transport};
+use crate::stream::Stream;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -80,50 +79,17 @@ impl Connection {
         mut config: ConsumerConfig,
     ) -> Result<Self, Error> {
         let tcp = tcp_connect(addr, config.handshake_timeout)?;
-        let session = tls_handshake(&tcp, server_name, tls, &mut config)?;
-        let stream = rustls::StreamOwned::new(session, Transport::Tcp(tcp));
+        let session = tls_handshake(&tcp, server_name, tls, config.handshake_timeout)?;
+        allow_plain(&mut config);
+        let stream = rustls::StreamOwned::new(session, tcp);
         Self::handshake_over(Stream::Tls(Box::new(stream)), config)
-    }
-
-    /// Connects to `host:port` (over TLS with `tls`, verifying `host`) with
-    /// the socket read by a reader thread, so that the returned [`Wake`]
-    /// interrupts a blocked [`next_event`](Self::next_event): it then
-    /// returns `Ok(None)` with the connection still open (see
-    /// [`is_closed`](Self::is_closed)).
-    pub(crate) fn connect_wakeable(
-        host: &str,
-        port: u16,
-        #[cfg(feature = "tls")] tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-        config: ConsumerConfig,
-    ) -> Result<(Self, Wake, TcpStream), Error> {
-        let tcp = tcp_connect((host, port), config.handshake_timeout)?;
-        tcp.set_nodelay(true)?;
-        let control = tcp.try_clone()?;
-        #[cfg(feature = "tls")]
-        let mut config = config;
-        #[cfg(feature = "tls")]
-        let session = match tls {
-            Some(tls) => Some(tls_handshake(&tcp, host, tls, &mut config)?),
-            None => None,
-        };
-        let (piped, wake) = Piped::new(tcp)?;
-        let transport = Transport::Piped(piped);
-        #[cfg(feature = "tls")]
-        let stream = match session {
-            Some(session) => Stream::Tls(Box::new(rustls::StreamOwned::new(session, transport))),
-            None => Stream::Plain(transport),
-        };
-        #[cfg(not(feature = "tls"))]
-        let stream = Stream::Plain(transport);
-        let conn = Self::handshake_over(stream, config)?;
-        Ok((conn, wake, control))
     }
 
     /// Runs the handshake on a connected stream and returns once the
     /// connection is ready for streams.
     pub fn handshake(stream: TcpStream, config: ConsumerConfig) -> Result<Self, Error> {
         stream.set_nodelay(true)?;
-        Self::handshake_over(Stream::Plain(Transport::Tcp(stream)), config)
+        Self::handshake_over(Stream::Plain(stream), config)
     }
 
     /// Runs the DCP handshake over a connected stream, plain or TLS.
@@ -326,11 +292,6 @@ impl Connection {
                 Wait::For(timeout) => {
                     self.stream.set_read_timeout(timeout)?;
                     self.read_some()?;
-                    if self.stream.take_wake() {
-                        // Woken (a reader-thread socket only): back to the
-                        // caller, the connection still open.
-                        return Ok(None);
-                    }
                 }
             }
         }
@@ -401,20 +362,27 @@ impl Connection {
     }
 }
 
-/// Runs the client side of the TLS handshake on a connected socket within
-/// `config.handshake_timeout`, and adds SASL `PLAIN` (last) to
-/// `config.mechanisms` if missing: over TLS the password may travel in the
-/// clear inside the encrypted channel, as Couchbase's own clients do.
+/// Adds SASL `PLAIN` (last) to `config.mechanisms` if missing: over TLS
+/// the password may travel in the clear inside the encrypted channel, as
+/// Couchbase's own clients do.
 #[cfg(feature = "tls")]
-fn tls_handshake(
+fn allow_plain(config: &mut ConsumerConfig) {
+    use dcp_proto::auth::Mechanism;
+    if !config.mechanisms.contains(&Mechanism::Plain) {
+        config.mechanisms.push(Mechanism::Plain);
+    }
+}
+
+/// Runs the client side of the TLS handshake on a connected socket within
+/// `timeout`.
+#[cfg(feature = "tls")]
+pub(crate) fn tls_handshake(
     tcp: &TcpStream,
     server_name: &str,
     tls: std::sync::Arc<rustls::ClientConfig>,
-    config: &mut ConsumerConfig,
+    timeout: Duration,
 ) -> Result<rustls::ClientConnection, Error> {
-    use dcp_proto::auth::Mechanism;
     let name = crate::tls::server_name(server_name)?;
-    let timeout = config.handshake_timeout;
     tcp.set_nodelay(true)?;
     let peer = tcp.peer_addr()?.to_string();
     let refused = |source| Error::Tls {
@@ -443,15 +411,12 @@ fn tls_handshake(
     }
     tcp.set_read_timeout(None)?;
     tcp.set_write_timeout(None)?;
-    if !config.mechanisms.contains(&Mechanism::Plain) {
-        config.mechanisms.push(Mechanism::Plain);
-    }
     Ok(session)
 }
 
 /// Connects TCP to `addr` (each resolved address in turn, each attempt
 /// bounded by `timeout`).
-fn tcp_connect(addr: impl ToSocketAddrs, timeout: Duration) -> Result<TcpStream, Error> {
+pub(crate) fn tcp_connect(addr: impl ToSocketAddrs, timeout: Duration) -> Result<TcpStream, Error> {
     let mut last = None;
     for addr in addr.to_socket_addrs()? {
         match TcpStream::connect_timeout(&addr, timeout) {
@@ -472,7 +437,7 @@ fn is_retry(err: &io::Error) -> bool {
 }
 
 /// A fresh SCRAM client nonce: 18 random bytes, hex-encoded.
-fn sasl_nonce() -> io::Result<String> {
+pub(crate) fn sasl_nonce() -> io::Result<String> {
     let mut bytes = [0u8; 18];
     getrandom::fill(&mut bytes).map_err(io::Error::other)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())

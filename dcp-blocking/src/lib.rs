@@ -11,11 +11,11 @@
 //!   listener to many connections at once, with a [`ServerHandle`] to
 //!   write documents and inject faults in-process.
 //! - [`ClusterConnection`]: a whole bucket from a cluster, bootstrapped
-//!   from a `couchbase://h1,h2/bucket` connection string: one
-//!   [`Connection`] per data node on its own thread, the core's
-//!   [`ClusterOrchestrator`](dcp_proto::cluster::ClusterOrchestrator) on
-//!   the caller's, one merged event stream and one cluster-wide
-//!   checkpoint.
+//!   from a `couchbase://h1,h2/bucket` connection string: the core's
+//!   [`ClusterClient`](dcp_proto::cluster::ClusterClient) (one consumer
+//!   per data node) on the caller's thread, one reader thread per socket,
+//!   one merged event stream, one cluster-wide checkpoint and summed
+//!   counters.
 //! - [`ClusterServer`]: serves a
 //!   [`LocalCluster`](dcp_proto::producer::LocalCluster) (N nodes, one
 //!   bucket) on N consecutive ports, with a [`ClusterServerHandle`] to
@@ -79,7 +79,6 @@ mod cluster_connection;
 mod cluster_server;
 mod connection;
 mod error;
-mod pipe;
 mod server;
 mod server_tls;
 mod stream;

@@ -24,8 +24,10 @@
 //!   CAS rules, fault injection).
 //! - [`producer`]: a sans-IO data node serving that bucket: SASL, HELLO, KV,
 //!   STAT and a faithful DCP producer.
-//! - [`cluster`]: bucket configs, the vbucket map, and an orchestrator that
-//!   says which node to stream each vbucket from as the topology changes.
+//! - [`cluster`]: bucket configs, the vbucket map, an orchestrator that
+//!   says which node to stream each vbucket from as the topology changes,
+//!   and a cluster client that drives it over one consumer per node (the
+//!   adapters only open sockets and move bytes).
 //!
 //! # Decoding a byte stream
 //!

@@ -145,26 +145,11 @@ impl Connection {
         A: ToSocketAddrs + fmt::Display,
     {
         use dcp_proto::auth::Mechanism;
-        let name = crate::tls::server_name(server_name)?;
+        // A bad name is refused before connecting.
+        crate::tls::server_name(server_name)?;
         let timeout = config.handshake_timeout;
         let tcp = tcp_connect(&addr, timeout).await?;
-        tcp.set_nodelay(true)?;
-        let connector = tokio_rustls::TlsConnector::from(tls);
-        let stream = match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(source)) => {
-                return Err(Error::Tls {
-                    addr: addr.to_string(),
-                    source,
-                });
-            }
-            Err(_) => {
-                return Err(Error::TlsTimeout {
-                    addr: addr.to_string(),
-                    timeout,
-                });
-            }
-        };
+        let stream = tls_connect(tcp, &addr, server_name, tls, timeout).await?;
         if !config.mechanisms.contains(&Mechanism::Plain) {
             config.mechanisms.push(Mechanism::Plain);
         }
@@ -516,6 +501,32 @@ where
             source,
         }),
         Err(_) => Err(Error::ConnectTimeout {
+            addr: addr.to_string(),
+            timeout,
+        }),
+    }
+}
+
+/// Runs the client side of the TLS handshake on `tcp` (connected to
+/// `addr`) within `timeout`, verifying the certificate for `server_name`.
+#[cfg(feature = "tls")]
+pub(crate) async fn tls_connect(
+    tcp: TcpStream,
+    addr: &impl fmt::Display,
+    server_name: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    timeout: std::time::Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
+    let name = crate::tls::server_name(server_name)?;
+    tcp.set_nodelay(true)?;
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(source)) => Err(Error::Tls {
+            addr: addr.to_string(),
+            source,
+        }),
+        Err(_) => Err(Error::TlsTimeout {
             addr: addr.to_string(),
             timeout,
         }),

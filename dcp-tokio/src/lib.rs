@@ -10,8 +10,10 @@
 //!   bucket behind a faithful producer) served on a TCP listener, with
 //!   in-process writes and fault injection.
 //! - [`ClusterConnection`]: a whole bucket from a cluster (seed nodes in a
-//!   `couchbase://` [`ConnectionString`]), one connection per node, one
-//!   merged event stream and one cluster-wide checkpoint, across
+//!   `couchbase://` [`ConnectionString`]), the core's
+//!   [`ClusterClient`](dcp_proto::cluster::ClusterClient) (one consumer
+//!   per node) in the caller's task and one task per socket: one merged
+//!   event stream, one cluster-wide checkpoint and summed counters, across
 //!   rebalances and failovers.
 //! - [`tls`] (feature `tls`, on by default): TLS with rustls (the `ring`
 //!   provider): [`Connection::connect_tls`], [`Server::with_tls`], and

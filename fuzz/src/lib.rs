@@ -351,6 +351,84 @@ pub fn consumer_handshake(data: &[u8]) {
     drive_consumer(fresh.clone(), *start, data);
 }
 
+/// The cluster client's whole input path: a client bootstrapping from two
+/// seeds, whose every requested socket opens at once, reads node bytes in
+/// the [`consumer`] control format (low 6 bits = chunk length, or
+/// seconds/5 to advance with bit 6; bit 7 = take the events after this
+/// chunk); a zero control byte loses the newest link instead. Bytes go to
+/// the newest open link: first the seed's config fetch, then the nodes the
+/// config names. The client must never panic, and must hand out new link
+/// ids only.
+pub fn cluster_client(data: &[u8]) {
+    use dcp_proto::cluster::{ClusterClient, ConnectionString, OrchestratorConfig, Output};
+    use dcp_proto::session::Checkpoint;
+    let start = Instant::now();
+    let mut now = start;
+    let seeds = ConnectionString::parse("couchbase://127.0.0.1:11210,127.0.0.1:11211/default")
+        .expect("a connection string");
+    let mut client = ClusterClient::new(
+        &seeds,
+        handshake_config(),
+        OrchestratorConfig::new(),
+        Checkpoint::new(),
+        now,
+    );
+    let mut open = Vec::new();
+    let mut newest = None;
+    let mut tx = BytesMut::new();
+    let mut flush = |client: &mut ClusterClient, open: &mut Vec<_>, now: Instant| loop {
+        let mut idle = true;
+        while let Some(output) = client.poll_output() {
+            idle = false;
+            match output {
+                Output::Connect { link, .. } => {
+                    assert!(newest.is_none_or(|n| link > n), "link ids are new");
+                    newest = Some(link);
+                    open.push(link);
+                    client.handle_connected(link, HANDSHAKE_NONCE, now);
+                }
+                Output::Disconnect { link } => open.retain(|l| *l != link),
+                _ => {}
+            }
+        }
+        while client.poll_transmit(&mut tx).is_some() {
+            idle = false;
+            tx.clear();
+        }
+        if idle {
+            return;
+        }
+    };
+    flush(&mut client, &mut open, now);
+    let mut rest = data;
+    while let Some((&control, tail)) = rest.split_first() {
+        rest = tail;
+        let len = usize::from(control & 0x3f);
+        if control == 0 {
+            if let Some(link) = open.pop() {
+                client.handle_lost(link, now);
+            }
+        } else if control & 0x40 != 0 {
+            now += Duration::from_secs(5 * len as u64);
+            if client.poll_timeout().is_some_and(|at| at <= now) {
+                client.handle_timeout(now);
+            }
+        } else {
+            let (chunk, tail) = rest.split_at(len.min(rest.len()));
+            rest = tail;
+            if let Some(link) = open.last() {
+                client.handle_input(*link, &mut BytesMut::from(chunk), now);
+            }
+        }
+        flush(&mut client, &mut open, now);
+        if control & 0x80 != 0 {
+            while client.poll_event(now).is_some() {}
+            flush(&mut client, &mut open, now);
+        }
+        let _ = (client.stats(), client.checkpoint());
+    }
+}
+
 /// Counters without their instants (which depend on when the virtual clock
 /// started, not on the input).
 fn comparable(
@@ -971,6 +1049,24 @@ mod replay {
         let mut wrong = wire;
         end(&mut wrong, Some(1));
         std::fs::write(dir.join("wrong-stream-id"), chunked(&wrong)).unwrap();
+    }
+
+    #[test]
+    fn cluster_client_seeds() {
+        // The captured connections, as a seed's and a node's bytes.
+        for s in inputs("consumer_handshake")
+            .iter()
+            .chain(&inputs("cluster_client"))
+        {
+            super::cluster_client(s);
+            let mut twice = s.clone();
+            twice.push(0);
+            twice.extend_from_slice(s);
+            super::cluster_client(&twice);
+        }
+        for s in inputs("consumer") {
+            super::cluster_client(&s);
+        }
     }
 
     #[test]

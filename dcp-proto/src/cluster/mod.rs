@@ -9,11 +9,20 @@
 //!   open where and from which position, when to fetch a config; it keeps
 //!   one cluster-wide [`Checkpoint`](crate::session::Checkpoint) so a
 //!   vbucket that moves resumes exactly where it stopped.
+//! - [`ClusterClient`]: the orchestrator together with one
+//!   [`Consumer`](crate::consumer::Consumer) per data node, carrying out
+//!   the driving contract below itself: bootstrap from seeds, config
+//!   fetches, stale-event filtering, positions of streams started "now",
+//!   summed counters and node logging. An adapter only opens and closes
+//!   sockets when asked ([`Output`]) and moves bytes and time; the three
+//!   runtime adapters' cluster clients are built on it.
 //!
 //! # Driving contract
 //!
-//! The adapter owns one [`Consumer`](crate::consumer::Consumer) (and
-//! socket) per node and one orchestrator:
+//! (What [`ClusterClient`] does; drive the orchestrator directly only to
+//! manage consumers some other way.) The adapter owns one
+//! [`Consumer`](crate::consumer::Consumer) (and socket) per node and one
+//! orchestrator:
 //!
 //! 1. Bootstrap: fetch the bucket config from a seed node
 //!    (GET_CLUSTER_CONFIG after SELECT_BUCKET, or REST) and pass it to
@@ -119,12 +128,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod client;
 mod config;
 mod connection_string;
 mod network;
 mod node;
 mod orchestrator;
 
+pub use client::{BootstrapError, ClusterClient, LinkId, Output};
 pub use config::{ClusterConfig, ConfigError, ConfigVersion};
 pub use connection_string::{
     ConnectionString, DEFAULT_KV_PORT, DEFAULT_KV_TLS_PORT, InvalidConnectionString,

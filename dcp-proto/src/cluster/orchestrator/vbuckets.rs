@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::settings::InitialStart;
 use crate::cluster::NodeAddress;
 use crate::consumer::{Event, StreamStart};
-use crate::msg::{SystemEvent, SystemEventData};
+use crate::msg::SystemEvent;
 use crate::session::{StreamCursor, StreamPosition};
 
 /// Where a vbucket's stream stands.
@@ -187,11 +187,5 @@ impl VbSlot {
 }
 
 fn manifest_uid(event: &SystemEvent) -> Option<u64> {
-    match event.data().ok()? {
-        SystemEventData::BeginCollection { manifest_uid, .. }
-        | SystemEventData::EndCollection { manifest_uid, .. }
-        | SystemEventData::CreateScope { manifest_uid, .. }
-        | SystemEventData::DropScope { manifest_uid, .. } => Some(manifest_uid),
-        _ => None,
-    }
+    event.data().ok().map(|data| data.manifest_uid())
 }

@@ -49,12 +49,12 @@ pub(crate) async fn run(
         .with_config_push(ConfigPush::Brief)
         .with_dedupe_not_my_vbucket(true)
         .with_log_keys(args.log_keys);
-    if args.consistent_snapshots.is_some() {
-        // The cluster checkpoint follows every event, not snapshot ends.
-        return Err(Failure(
-            "--consistent-snapshots streams one node; it is not supported for couchbase:// clusters yet".to_owned(),
-        ));
-    }
+    // Snapshots are handed out whole across nodes; the checkpoint covers
+    // complete snapshots only.
+    let config = match args.consistent_snapshots {
+        Some(limit) => config.with_consistent_snapshots(limit),
+        None => config,
+    };
     let network = ConnectionString::parse(address).map_or(Network::Auto, |cs| cs.network);
     let mut settings = OrchestratorConfig::new()
         .with_network(network)
