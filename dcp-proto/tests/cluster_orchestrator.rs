@@ -1036,3 +1036,70 @@ fn no_connected_node_refreshes_through_a_seed() {
         "{actions:?}"
     );
 }
+
+/// Every kind of system event, fixed-struct or FlatBuffers, moves the
+/// manifest uid the cluster-wide checkpoint resumes a stream with.
+#[test]
+fn system_events_of_every_kind_move_the_checkpointed_manifest_uid() {
+    use dcp_proto::msg::{SystemEvent, SystemEventData};
+    let mut sim = Sim::new(OrchestratorConfig::new());
+    sim.config(&three_nodes(10));
+    let opens = sim.connect_all();
+    sim.accept(&opens, 0xA);
+    let (host, vb) = (opens[0].0.clone(), opens[0].1);
+    let name = Bytes::from_static(b"hotels");
+    let modify = SystemEventData::ModifyCollection {
+        manifest_uid: 3,
+        scope_id: 8,
+        collection_id: 9,
+        name: name.clone(),
+        max_ttl: Some(60),
+        history: true,
+        metered: false,
+        flush_uid: 0,
+        default_collection_mvs: 0,
+    };
+    let events = [
+        (
+            SystemEventData::CreateScope {
+                manifest_uid: 1,
+                scope_id: 8,
+                name: Bytes::from_static(b"inventory"),
+            },
+            false,
+        ),
+        (
+            SystemEventData::begin_collection(2, 8, 9, name.clone(), None),
+            true,
+        ),
+        (modify, true),
+        (
+            SystemEventData::EndCollection {
+                manifest_uid: 4,
+                scope_id: 8,
+                collection_id: 9,
+                system: false,
+            },
+            false,
+        ),
+        (
+            SystemEventData::DropScope {
+                manifest_uid: 5,
+                scope_id: 8,
+                system: false,
+            },
+            true,
+        ),
+    ];
+    assert!(sim.event(&host, marker(vb, 1, 5)));
+    for (seqno, (data, flatbuffers)) in (1u64..).zip(events) {
+        let event = SystemEvent::from_data(vb, 1, None, seqno, &data, flatbuffers).unwrap();
+        assert!(sim.event(&host, Event::SystemEvent(event, Credit::NONE)));
+        let position = &sim.orch.checkpoint().vbuckets[&vb];
+        assert_eq!(
+            (position.last_seqno, position.manifest_uid),
+            (seqno, data.manifest_uid()),
+            "{data:?}"
+        );
+    }
+}
