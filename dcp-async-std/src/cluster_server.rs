@@ -24,7 +24,9 @@ use async_net::{TcpListener, TcpStream};
 use bytes::{Buf, Bytes, BytesMut};
 use dcp_proto::bucket::MutationInfo;
 use dcp_proto::msg::FailoverEntry;
-use dcp_proto::producer::{ConnectionId, LocalCluster, NodeConfig, NodeId};
+use dcp_proto::producer::{
+    AdminCommand, ClusterAdminRequest, ConnectionId, LocalCluster, NodeConfig, NodeId,
+};
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::future;
 
@@ -530,6 +532,21 @@ async fn accept_loop(shared: Arc<Shared>, node: NodeId, listener: TcpListener) {
     shared.task_done();
 }
 
+/// Carries out one cluster admin command (`dcp admin`: rebalance,
+/// failover, add or remove a node, map) and answers it on the connection
+/// it came from. Adding a node needs a listener, so it runs here rather
+/// than in the core.
+async fn run_admin(handle: ClusterServerHandle, from: NodeId, request: ClusterAdminRequest) {
+    let result = match &request.command {
+        AdminCommand::AddNode => match handle.add_node().await {
+            Ok(id) => Ok(handle.with_cluster(|c| c.added_node_map(id))),
+            Err(e) => Err(e.to_string()),
+        },
+        command => handle.with_cluster(|c| c.run_admin(command)),
+    };
+    handle.with_cluster(|c| c.answer_admin(from, &request, result));
+}
+
 /// One connection's task.
 async fn serve(shared: Arc<Shared>, key: Key, stream: TcpStream, tls: Option<Session>) {
     let mut served = Served {
@@ -560,7 +577,7 @@ async fn serve(shared: Arc<Shared>, key: Key, stream: TcpStream, tls: Option<Ses
 
 /// The state of one connection's loop.
 struct Served<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     key: Key,
     stream: TcpStream,
     /// The TLS session, on a TLS cluster.
@@ -719,7 +736,15 @@ impl Served<'_> {
                 self.rx_stalled = !self.rx.is_empty();
                 // Writes over the wire reach the replicas.
                 let _ = state.cluster.replicate();
+                let admin = state.cluster.take_admin_requests();
                 state.dispatch_wakeups();
+                drop(state);
+                for (from, request) in admin {
+                    let handle = ClusterServerHandle {
+                        shared: Arc::clone(self.shared),
+                    };
+                    (self.shared.spawn)(Box::pin(run_admin(handle, from, request)));
+                }
                 Poll::Ready(Ok(true))
             }
             Poll::Ready(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {

@@ -295,3 +295,73 @@ fn follows_a_rebalance_on_smol() {
         server.shutdown().await;
     });
 }
+
+/// Sends `command` to `addr` as admin `admin`/`adminpw`; returns the
+/// answer's status and body.
+async fn admin_command(
+    addr: std::net::SocketAddr,
+    command: dcp_proto::producer::AdminCommand,
+) -> (Status, String) {
+    use dcp_proto::testing::{admin_answer, admin_request};
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = async_net::TcpStream::connect(addr).await.unwrap();
+    let request = admin_request("admin", "adminpw", &command).unwrap();
+    socket.write_all(&request).await.unwrap();
+    let (mut rx, mut decoder) = Default::default();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(answer) = admin_answer(&mut rx, &mut decoder).unwrap() {
+            return answer;
+        }
+        let read = futures_lite::future::or(
+            async { Some(socket.read(&mut buf).await.unwrap()) },
+            async {
+                async_io::Timer::after(CATCH_UP).await;
+                None
+            },
+        )
+        .await
+        .expect("an answer in time");
+        assert_ne!(read, 0, "closed before answering");
+        rx.extend_from_slice(&buf[..read]);
+    }
+}
+
+/// The server carries out cluster admin commands itself (what `dcp admin`
+/// sends), adding a node with its listener included.
+#[test]
+fn the_server_answers_cluster_admin_commands() {
+    async_std::task::block_on(async {
+        use dcp_proto::producer::AdminCommand;
+        let config = NodeConfig::new("default")
+            .with_vbuckets(VBUCKETS)
+            .with_user("admin", "adminpw")
+            .with_admin("admin")
+            .with_scram_iterations(16);
+        let server = ClusterServer::bind("127.0.0.1:0".parse().unwrap(), 2, 1, config)
+            .await
+            .unwrap();
+        let handle = server.handle();
+        let first = handle.node_addrs()[0];
+
+        let (status, body) = admin_command(first, AdminCommand::AddNode).await;
+        assert!(status.is_success(), "{status:?}: {body}");
+        let map: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(map["node"], 2, "{map}");
+        // The new node listens: it answers a command too.
+        let added = handle.node_addr(NodeId(2)).expect("added");
+        let (status, body) =
+            admin_command(added, AdminCommand::Rebalance { moves: Vec::new() }).await;
+        assert!(status.is_success(), "{status:?}: {body}");
+        let actives = handle.with_cluster(|c| {
+            (0..VBUCKETS)
+                .filter(|vb| c.active_node(*vb) == Some(NodeId(2)))
+                .count()
+        });
+        assert!(actives > 0, "the rebalance gave the new node vbuckets");
+        // A failure is answered as one.
+        let (status, _) = admin_command(first, AdminCommand::RemoveNode { node: 9 }).await;
+        assert!(!status.is_success());
+        server.shutdown().await;
+    });
+}

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Buf, Bytes, BytesMut};
 use dcp_proto::bucket::MutationInfo;
 use dcp_proto::msg::FailoverEntry;
-use dcp_proto::producer::{ConnectionId, LocalCluster, NodeConfig, NodeId};
+use dcp_proto::producer::{
+    AdminCommand, ClusterAdminRequest, ConnectionId, LocalCluster, NodeConfig, NodeId,
+};
 
 use crate::Error;
 use crate::server_tls::{self, Session, TLS_ACCEPT_TIMEOUT};
@@ -541,7 +543,22 @@ fn start_connection(
 }
 
 /// Feeds what the client sends to its node.
-fn read_loop(shared: &Shared, key: Key, mut socket: TcpStream) {
+/// Carries out one cluster admin command (`dcp admin`: rebalance,
+/// failover, add or remove a node, map) and answers it on the connection
+/// it came from. Adding a node needs a listener, so it runs here rather
+/// than in the core.
+fn run_admin(handle: &ClusterServerHandle, from: NodeId, request: &ClusterAdminRequest) {
+    let result = match &request.command {
+        AdminCommand::AddNode => match handle.add_node() {
+            Ok(id) => Ok(handle.with_cluster(|c| c.added_node_map(id))),
+            Err(e) => Err(e.to_string()),
+        },
+        command => handle.with_cluster(|c| c.run_admin(command)),
+    };
+    handle.with_cluster(|c| c.answer_admin(from, request, result));
+}
+
+fn read_loop(shared: &Arc<Shared>, key: Key, mut socket: TcpStream) {
     let (node, id) = key;
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
@@ -575,8 +592,19 @@ fn read_loop(shared: &Shared, key: Key, mut socket: TcpStream) {
                 let reader_wake = Arc::clone(&slot.reader_wake);
                 // Writes over the wire reach the replicas.
                 let _ = cluster.replicate();
+                let admin = cluster.take_admin_requests();
                 state.wake(key);
                 state.dispatch_wakeups();
+                if !admin.is_empty() {
+                    drop(state);
+                    let handle = ClusterServerHandle {
+                        shared: Arc::clone(shared),
+                    };
+                    for (from, request) in admin {
+                        run_admin(&handle, from, &request);
+                    }
+                    state = shared.lock();
+                }
                 if fed.is_err() {
                     return;
                 }

@@ -258,6 +258,43 @@ impl TwoStreamsPerVbucket {
     }
 }
 
+/// The opaque [`admin_request`] gives its command.
+const ADMIN_OPAQUE: u32 = 2;
+
+/// The bytes of a one-command admin session with a node of ours: SASL
+/// PLAIN as `user`, then `command` (see
+/// [`AdminCommand`](crate::producer::AdminCommand)). Read the answer with
+/// [`admin_answer`].
+pub fn admin_request(
+    user: &str,
+    password: &str,
+    command: &crate::producer::AdminCommand,
+) -> Result<bytes::BytesMut, crate::codec::EncodeError> {
+    let mut out = bytes::BytesMut::new();
+    crate::msg::client::SaslAuth::plain(1, user.as_bytes(), password.as_bytes())
+        .encode(&mut out)?;
+    command.encode(ADMIN_OPAQUE, &mut out)?;
+    Ok(out)
+}
+
+/// The answer to [`admin_request`]'s command, once `rx` holds it: its
+/// status and body. A refused login or an undecodable frame is an error.
+pub fn admin_answer(
+    rx: &mut bytes::BytesMut,
+    decoder: &mut crate::codec::FrameDecoder,
+) -> Result<Option<(crate::codec::Status, String)>, String> {
+    while let Some(frame) = decoder.decode(rx).map_err(|e| e.to_string())? {
+        if frame.opaque() == ADMIN_OPAQUE {
+            let body = String::from_utf8_lossy(frame.value_slice()).into_owned();
+            return Ok(Some((frame.status(), body)));
+        }
+        if !frame.status().is_success() {
+            return Err(format!("login refused: {:?}", frame.status()));
+        }
+    }
+    Ok(None)
+}
+
 /// A change that did not advance its vbucket's seqno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("vbucket {vbucket}: seqno {seqno} after {last} (duplicate or out of order)")]

@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 use bytes::{BufMut, Bytes, BytesMut};
 use dcp_proto::bucket::MutationInfo;
 use dcp_proto::msg::FailoverEntry;
-use dcp_proto::producer::{ConnectionId, LocalCluster, NodeConfig, NodeId};
+use dcp_proto::producer::{
+    AdminCommand, ClusterAdminRequest, ConnectionId, LocalCluster, NodeConfig, NodeId,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, watch};
@@ -66,6 +68,8 @@ struct Shared {
     listen_ip: std::net::IpAddr,
     /// Listeners of nodes added later, for `run` to serve.
     added: mpsc::UnboundedSender<(NodeId, TcpListener)>,
+    /// Cluster admin commands received by any node, for `run` to carry out.
+    admin: mpsc::UnboundedSender<(NodeId, ClusterAdminRequest)>,
     /// Ports after the nodes', bound at start (not served) so that
     /// `add_node` finds them free: otherwise a client socket's ephemeral
     /// port may take the next port meanwhile.
@@ -108,6 +112,7 @@ impl Shared {
 pub struct ClusterServer {
     listeners: Vec<(NodeId, TcpListener)>,
     added: mpsc::UnboundedReceiver<(NodeId, TcpListener)>,
+    admin: mpsc::UnboundedReceiver<(NodeId, ClusterAdminRequest)>,
     shared: Arc<Shared>,
     tls: Acceptor,
 }
@@ -178,9 +183,11 @@ impl ClusterServer {
         }
         let (shutdown, _) = watch::channel(false);
         let (added_tx, added) = mpsc::unbounded_channel();
+        let (admin_tx, admin) = mpsc::unbounded_channel();
         Ok(ClusterServer {
             listeners: ids.into_iter().zip(listeners).collect(),
             added,
+            admin,
             tls: Acceptor::default(),
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
@@ -195,6 +202,7 @@ impl ClusterServer {
                 },
                 listen_ip: addr.ip(),
                 added: added_tx,
+                admin: admin_tx,
                 spare: Mutex::new(spare),
             }),
         })
@@ -250,12 +258,30 @@ impl ClusterServer {
                 Some((id, listener)) = self.added.recv() => {
                     tasks.spawn(accept_loop(id, listener, Arc::clone(&self.shared), self.tls.clone()));
                 }
+                Some((from, request)) = self.admin.recv() => {
+                    tasks.spawn(run_admin(self.handle(), from, request));
+                }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
         while tasks.join_next().await.is_some() {}
         Ok(())
     }
+}
+
+/// Carries out one cluster admin command (`dcp admin`: rebalance,
+/// failover, add or remove a node, map) and answers it on the connection
+/// it came from. Adding a node needs a listener, so it runs here rather
+/// than in the core.
+async fn run_admin(handle: ClusterServerHandle, from: NodeId, request: ClusterAdminRequest) {
+    let result = match &request.command {
+        AdminCommand::AddNode => match handle.add_node().await {
+            Ok(id) => Ok(handle.with_cluster(|c| c.added_node_map(id))),
+            Err(e) => Err(e.to_string()),
+        },
+        command => handle.with_cluster(|c| c.run_admin(command)),
+    };
+    handle.with_cluster(|c| c.answer_admin(from, &request, result));
 }
 
 /// Binds `n` listeners on consecutive ports.
@@ -443,6 +469,9 @@ where
                 }
                 // Writes over the wire reach the replicas.
                 let _ = state.cluster.replicate();
+                for request in state.cluster.take_admin_requests() {
+                    let _ = shared.admin.send(request);
+                }
             }
             Wake::Timer => {
                 if let Some(n) = state.cluster.node_mut(node) {

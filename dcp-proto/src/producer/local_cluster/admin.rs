@@ -57,7 +57,7 @@ impl LocalCluster {
             }
             AdminCommand::AddNode => {
                 let id = self.add_node().map_err(|e| e.to_string())?;
-                extra.insert("node".into(), id.0.into());
+                return Ok(self.added_node_map(id));
             }
             AdminCommand::RemoveNode { node } => {
                 self.remove_node(NodeId(*node)).map_err(|e| e.to_string())?;
@@ -82,6 +82,17 @@ impl LocalCluster {
             self.answer_admin(*from, request, result);
         }
         requests.len()
+    }
+
+    /// The answer to an `add_node` command that added node `id`: the
+    /// [`admin_map`](Self::admin_map) with the new node's id (for adapters
+    /// that start the node's listener before answering).
+    pub fn added_node_map(&self, id: NodeId) -> serde_json::Value {
+        let mut map = self.admin_map();
+        if let Some(object) = map.as_object_mut() {
+            object.insert("node".into(), id.0.into());
+        }
+        map
     }
 
     /// The config revision and every node: id, port, state (`member`,

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use dcp_tokio::dcp_proto::producer::{AdminCommand, NodeConfig};
+use dcp_tokio::dcp_proto::producer::NodeConfig;
 use dcp_tokio::{ClusterServer, ClusterServerHandle};
 
 use crate::Failure;
@@ -83,7 +83,6 @@ pub(crate) async fn run(
         args.load.clone(),
     ));
     let console = tokio::spawn(crate::cluster_console::run(handle.clone()));
-    let admin = tokio::spawn(serve_admin(handle.clone()));
     let mut task = tokio::spawn(server.run());
     tokio::select! {
         signal = tokio::signal::ctrl_c() => {
@@ -99,42 +98,8 @@ pub(crate) async fn run(
     }
     writer.abort();
     console.abort();
-    admin.abort();
     let _ = writeln!(std::io::stderr(), "dcp serve: stopped");
     Ok(())
-}
-
-/// How often `dcp admin` cluster commands received by the nodes are looked
-/// for.
-const ADMIN_POLL: Duration = Duration::from_millis(20);
-
-/// Carries out the cluster commands `dcp admin` sends to any node
-/// (rebalance, failover --node, add-node, remove-node, map) and answers
-/// them on their connections.
-async fn serve_admin(handle: ClusterServerHandle) {
-    let mut ticker = tokio::time::interval(ADMIN_POLL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        ticker.tick().await;
-        let requests = handle.with_cluster(|c| c.take_admin_requests());
-        for (from, request) in requests {
-            let result = match &request.command {
-                // A node needs a listener: the server starts it.
-                AdminCommand::AddNode => match handle.add_node().await {
-                    Ok(id) => Ok(handle.with_cluster(|c| {
-                        let mut map = c.admin_map();
-                        if let Some(object) = map.as_object_mut() {
-                            object.insert("node".to_owned(), id.0.into());
-                        }
-                        map
-                    })),
-                    Err(e) => Err(e.to_string()),
-                },
-                command => handle.with_cluster(|c| c.run_admin(command)),
-            };
-            handle.with_cluster(|c| c.answer_admin(from, &request, result));
-        }
-    }
 }
 
 /// A value size in the configured range.
