@@ -542,7 +542,7 @@ async fn run_admin(handle: ClusterServerHandle, from: NodeId, request: ClusterAd
             Ok(id) => Ok(handle.with_cluster(|c| c.added_node_map(id))),
             Err(e) => Err(e.to_string()),
         },
-        command => handle.with_cluster(|c| c.run_admin(command)),
+        _ => handle.with_cluster(|c| c.run_admin(&request)),
     };
     handle.with_cluster(|c| c.answer_admin(from, &request, result));
 }

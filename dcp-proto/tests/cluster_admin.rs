@@ -259,3 +259,86 @@ fn a_connection_gone_before_the_answer_is_skipped() {
     node.remove(conn);
     assert_eq!(cluster.run_admin_requests(), 1);
 }
+
+/// A collections change sent to any node applies to every node: the same
+/// manifest (uid, ids) everywhere, the system events in every vbucket's
+/// active copy and its replicas, a node added later knowing it; a refused
+/// change touches no node.
+#[test]
+fn manifest_changes_apply_to_every_node() {
+    let now = Instant::now();
+    let mut cluster = LocalCluster::new(template(), 3, 1);
+    let conn = login(
+        cluster.node_mut(NodeId(1)).unwrap(),
+        now,
+        "admin",
+        "adminpw",
+    );
+    let highs = |cluster: &LocalCluster| -> Vec<u64> {
+        (0..12)
+            .map(|vb| cluster.active_vbucket(vb).unwrap().high_seqno())
+            .collect()
+    };
+    let before = highs(&cluster);
+    for command in [
+        AdminCommand::CreateScope {
+            scope: "inventory".to_owned(),
+        },
+        AdminCommand::CreateCollection {
+            scope: "inventory".to_owned(),
+            collection: "hotels".to_owned(),
+            max_ttl: Some(60),
+        },
+    ] {
+        let (status, answer) = admin(&mut cluster, NodeId(1), conn, command, now);
+        assert_eq!(status, Status::Success, "{answer}");
+    }
+    // Two system events in every vbucket, wherever it is active.
+    let after = highs(&cluster);
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| a - b == 2),
+        "{after:?}"
+    );
+    let manifest = cluster.node(NodeId(0)).unwrap().bucket().manifest().clone();
+    assert_eq!(manifest.uid(), 2);
+    for id in [1, 2] {
+        assert_eq!(
+            cluster.node(NodeId(id)).unwrap().bucket().manifest(),
+            &manifest,
+            "node {id}"
+        );
+    }
+    // Replicas hold the same events as their active copies.
+    for vb in 0..12u16 {
+        let active = cluster.active_vbucket(vb).unwrap().high_seqno();
+        for replica in cluster.replica_nodes(vb) {
+            let copy = cluster
+                .node(*replica)
+                .unwrap()
+                .bucket()
+                .vbucket(vb)
+                .unwrap();
+            assert_eq!(copy.high_seqno(), active, "vb {vb} on {replica:?}");
+        }
+    }
+    // A refused change (a duplicate) changes nothing anywhere.
+    let (status, _) = admin(
+        &mut cluster,
+        NodeId(1),
+        conn,
+        AdminCommand::CreateScope {
+            scope: "inventory".to_owned(),
+        },
+        now,
+    );
+    assert_ne!(status, Status::Success);
+    assert_eq!(highs(&cluster), after);
+    // A node added later knows the collections.
+    let (status, map) = admin(&mut cluster, NodeId(1), conn, AdminCommand::AddNode, now);
+    assert_eq!(status, Status::Success);
+    assert_eq!(map["node"], 3);
+    assert_eq!(
+        cluster.node(NodeId(3)).unwrap().bucket().manifest(),
+        &manifest
+    );
+}

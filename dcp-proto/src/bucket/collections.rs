@@ -520,6 +520,12 @@ impl Bucket {
         &self.manifest
     }
 
+    /// Takes `manifest` as this bucket's (a node joining a cluster whose
+    /// vbuckets already hold the system events that built it).
+    pub(crate) fn adopt_manifest(&mut self, manifest: Manifest) {
+        self.manifest = manifest;
+    }
+
     /// Queues `events` in every vbucket, in order.
     fn broadcast(&mut self, events: &[SystemEventItem], now: SystemTime) {
         for vb in 0..self.num_vbuckets() {

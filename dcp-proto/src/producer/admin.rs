@@ -249,6 +249,9 @@ pub struct ClusterAdminRequest {
     pub opaque: u32,
     /// The command.
     pub command: AdminCommand,
+    /// The node's wall-clock time when it arrived (for the system events a
+    /// manifest change writes).
+    pub received: std::time::SystemTime,
 }
 
 impl AdminCommand {
@@ -281,6 +284,20 @@ impl AdminCommand {
             AdminCommand::RemoveNode { .. } => "remove_node",
             AdminCommand::ClusterMap => "cluster_map",
         }
+    }
+
+    /// Whether the command changes the collections manifest (a cluster
+    /// applies it to every node).
+    pub fn changes_manifest(&self) -> bool {
+        matches!(
+            self,
+            AdminCommand::CreateScope { .. }
+                | AdminCommand::DropScope { .. }
+                | AdminCommand::CreateCollection { .. }
+                | AdminCommand::DropCollection { .. }
+                | AdminCommand::FlushCollection { .. }
+                | AdminCommand::ModifyCollection { .. }
+        )
     }
 
     /// Whether the command changes (or reads) a cluster's topology rather
@@ -507,13 +524,16 @@ pub(crate) fn admin(
         Ok(command) => command,
         Err(e) => return reply(conn, opaque, Status::Einval, error_body(&e)),
     };
-    if command.is_cluster() && ctx.cluster_config.is_some() {
+    let for_cluster = (command.is_cluster() && ctx.cluster_config.is_some())
+        || (command.changes_manifest() && ctx.cluster_member);
+    if for_cluster {
         // Answered once the cluster carried it out.
         ctx.deferred
             .push(Deferred::ClusterAdmin(ClusterAdminRequest {
                 conn: conn.id,
                 opaque,
                 command,
+                received: ctx.wall_clock,
             }));
         return Ok(());
     }

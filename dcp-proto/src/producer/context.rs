@@ -52,6 +52,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) cluster_config: Option<&'a [u8]>,
     /// The revision of the config served (shared or the node's own).
     pub(crate) config_rev: i64,
+    /// The node is a member of a [`LocalCluster`](super::LocalCluster):
+    /// manifest changes are the cluster's.
+    pub(crate) cluster_member: bool,
     /// `now` as wall-clock time (for CAS values, TTLs, delete times).
     pub(crate) wall_clock: SystemTime,
 }

@@ -40,6 +40,9 @@ pub struct Node {
     sync_waiters: HashMap<(u16, u64), SyncWaiter>,
     /// Cluster-level admin commands waiting for the cluster.
     admin_requests: Vec<super::ClusterAdminRequest>,
+    /// Part of a [`LocalCluster`](super::LocalCluster): collections
+    /// manifest changes go to the cluster, which applies them everywhere.
+    cluster_member: bool,
 }
 
 impl Node {
@@ -65,8 +68,14 @@ impl Node {
             clock_anchor: None,
             sync_waiters: HashMap::new(),
             admin_requests: Vec::new(),
+            cluster_member: false,
             config,
         }
+    }
+
+    /// Marks the node a member of a [`LocalCluster`](super::LocalCluster).
+    pub(crate) fn set_cluster_member(&mut self) {
+        self.cluster_member = true;
     }
 
     /// The configuration.
@@ -182,6 +191,7 @@ impl Node {
                 .cluster_config
                 .as_ref()
                 .map_or(self.config_rev, |c| c.0),
+            cluster_member: self.cluster_member,
         };
         let config_rev = ctx.config_rev;
         let mut outcome = Ok(());

@@ -1,6 +1,8 @@
-//! Cluster-level admin commands ([`AdminCommand::is_cluster`]) sent to any
-//! node of a [`LocalCluster`] over the wire: the node holds them, the
-//! cluster carries them out and answers on the requesting connection.
+//! Cluster-level admin commands ([`AdminCommand::is_cluster`]) and
+//! collections manifest changes sent to any node of a [`LocalCluster`]
+//! over the wire: the node holds them, the cluster carries them out (a
+//! manifest change on every node) and answers on the requesting
+//! connection.
 
 use super::{LocalCluster, NodeId};
 use crate::producer::{AdminCommand, ClusterAdminRequest};
@@ -34,9 +36,21 @@ impl LocalCluster {
         }
     }
 
-    /// Carries out one cluster-level command; the result is the JSON the
-    /// requester gets (the map after the change, and what changed).
-    pub fn run_admin(&mut self, command: &AdminCommand) -> Result<serde_json::Value, String> {
+    /// Carries out one request: a cluster-level command
+    /// ([`AdminCommand::is_cluster`]; the result is the map after the
+    /// change, and what changed) or a collections manifest change, which
+    /// every member applies ([`change_manifest`](Self::change_manifest)).
+    /// The result is the JSON the requester gets.
+    pub fn run_admin(
+        &mut self,
+        request: &ClusterAdminRequest,
+    ) -> Result<serde_json::Value, String> {
+        let command = &request.command;
+        if command.changes_manifest() {
+            return self
+                .change_manifest(command, request.received)
+                .map_err(|e| e.to_string());
+        }
         let mut extra = serde_json::Map::new();
         match command {
             AdminCommand::Rebalance { moves } if moves.is_empty() => {
@@ -78,7 +92,7 @@ impl LocalCluster {
     pub fn run_admin_requests(&mut self) -> usize {
         let requests = self.take_admin_requests();
         for (from, request) in &requests {
-            let result = self.run_admin(&request.command);
+            let result = self.run_admin(request);
             self.answer_admin(*from, request, result);
         }
         requests.len()

@@ -79,6 +79,9 @@ struct Member {
 /// - [`remove_node`](LocalCluster::remove_node) rebalances a node out;
 ///   [`add_node`](LocalCluster::add_node) adds an empty one (rebalance
 ///   vbuckets onto it with [`rebalance_evenly`](LocalCluster::rebalance_evenly)).
+/// - Collections manifest changes ([`change_manifest`](LocalCluster::change_manifest),
+///   or an admin command sent to any node) apply to every member, and a
+///   node added later takes the cluster's manifest.
 ///
 /// ```
 /// use std::time::Instant;
@@ -328,6 +331,43 @@ impl LocalCluster {
         Ok(info)
     }
 
+    /// Applies a collections manifest change (create or drop a scope or
+    /// collection, flush or modify a collection; see
+    /// [`AdminCommand::changes_manifest`](crate::producer::AdminCommand::changes_manifest))
+    /// to every member, as the cluster manager does: every node's manifest
+    /// moves to the same uid and every vbucket gets the system events
+    /// (replicas that fall out of step are copied again from their active
+    /// at the next replication). `now` is the wall-clock time of the
+    /// events. The result is the first node's answer (the new uid and the
+    /// id concerned).
+    pub fn change_manifest(
+        &mut self,
+        command: &crate::producer::AdminCommand,
+        now: std::time::SystemTime,
+    ) -> Result<serde_json::Value, ClusterError> {
+        if !command.changes_manifest() {
+            return Err(ProducerError::from(crate::bucket::BucketError::Invalid(
+                "not a collections manifest change",
+            ))
+            .into());
+        }
+        let mut answer = None;
+        for id in self.member_ids() {
+            let Some(node) = self.node_mut(id) else {
+                continue;
+            };
+            // The first member validates; the others follow the same
+            // manifest, so they cannot refuse what it accepted.
+            let result = super::collections::run_admin(command.clone(), node.bucket_mut(), now)
+                .map_err(ProducerError::from)?;
+            answer.get_or_insert(result);
+        }
+        if self.sync_replication {
+            self.replicate()?;
+        }
+        Ok(answer.unwrap_or_default())
+    }
+
     /// Brings every replica up to date with its active copy (and sets the
     /// copies on nodes holding none of a vbucket dead).
     pub fn replicate(&mut self) -> Result<(), ClusterError> {
@@ -489,8 +529,14 @@ impl LocalCluster {
             .seed
             .wrapping_add((i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut node = Node::new(config);
+        node.set_cluster_member();
         if self.rev > 0 {
             node.set_cluster_config(self.rev, self.served.clone());
+        }
+        // A joining node knows the cluster's collections.
+        if let Some(first) = self.members.first() {
+            let manifest = first.node.bucket().manifest().clone();
+            node.bucket_mut().adopt_manifest(manifest);
         }
         self.members.push(Member {
             node,
