@@ -491,3 +491,85 @@ proptest::proptest! {
         net.settle();
     }
 }
+
+/// A collections filter in the settings: every node's streams are opened
+/// with it (collections negotiated on every connection), so only that
+/// collection's documents arrive, from every node, across a rebalance.
+#[test]
+fn a_collection_filter_streams_one_collection_from_every_node() {
+    use std::time::SystemTime;
+
+    use dcp_proto::consumer::StreamFilter;
+    use dcp_proto::producer::AdminCommand;
+    use dcp_proto::testing::{MaterializedView, live_documents_in};
+
+    let mut cluster = cluster(3);
+    let wall = SystemTime::now();
+    for command in [
+        AdminCommand::CreateScope {
+            scope: "inventory".to_owned(),
+        },
+        AdminCommand::CreateCollection {
+            scope: "inventory".to_owned(),
+            collection: "hotels".to_owned(),
+            max_ttl: None,
+        },
+    ] {
+        cluster.change_manifest(&command, wall).unwrap();
+    }
+    let hotels = cluster
+        .node(NodeId(2))
+        .unwrap()
+        .bucket()
+        .manifest()
+        .collection_by_name("inventory", "hotels")
+        .unwrap()
+        .id;
+    let seed = cluster.node(NodeId(0)).unwrap().config().kv_port;
+    let settings = OrchestratorConfig::new().with_filter(StreamFilter::Collections(vec![hotels]));
+    let mut net = Net::with_seeds(cluster, &format!("couchbase://{HOST}:{seed}"), settings);
+    net.view = MaterializedView::with_collections();
+    let write = |net: &mut Net, from: u64| {
+        for i in from..from + 60 {
+            let key = format!("k{i}");
+            let now = net.now;
+            for collection in [hotels, 0] {
+                net.cluster
+                    .set_in(collection, key.as_bytes(), format!("{{\"i\":{i}}}"), now)
+                    .unwrap();
+            }
+        }
+    };
+    let caught_up = |net: &Net| {
+        (0..VBUCKETS).all(|vb| {
+            let owner = net.cluster.active_node(vb).unwrap();
+            let bucket = net.cluster.node(owner).unwrap().bucket();
+            net.view.live_all(vb) == live_documents_in(bucket, vb, |c| c == hotels)
+        })
+    };
+    let settle = |net: &mut Net| {
+        for _ in 0..1200 {
+            net.run();
+            if caught_up(net) {
+                return;
+            }
+            net.tick();
+        }
+        panic!("the filtered view never caught up");
+    };
+    write(&mut net, 0);
+    settle(&mut net);
+    assert!(net.client.consumer_config().collections);
+    assert!(net.view.changes >= 60);
+    // Only hotels arrived, though as many default-collection documents
+    // were written.
+    assert!((0..VBUCKETS).all(|vb| net.view.live_all(vb).keys().all(|(c, _)| *c == hotels)));
+
+    // A rebalance moves streams; the filter goes with them.
+    net.cluster
+        .rebalance(&[(0, NodeId(2)), (1, NodeId(2))])
+        .unwrap();
+    write(&mut net, 100);
+    settle(&mut net);
+    assert!(net.view.rollbacks.is_empty());
+}

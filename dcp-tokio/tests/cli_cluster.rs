@@ -454,3 +454,67 @@ fn admin_topology_changes_while_tailing_and_writing_lose_nothing() {
     );
     drop(serve);
 }
+
+/// `dcp admin create-collection` sent to one node of `dcp serve --nodes`
+/// changes every node's manifest, and `dcp tail couchbase://...
+/// --collection` streams that collection alone from every node (names
+/// resolved with the first seed's manifest).
+#[test]
+fn collections_on_a_cluster_change_every_node_and_filter_the_tail() {
+    let mut serve = Command::new(DCP)
+        .args(["serve", "--listen", "127.0.0.1:0", "--user", "app:secret"])
+        .args(["--nodes", "2", "--vbuckets", &VBUCKETS.to_string()])
+        .args(["--preload", "30"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn dcp serve --nodes 2");
+    let mut stdout = BufReader::new(serve.stdout.take().expect("stdout"));
+    let mut nodes = Vec::new();
+    let connection_string = loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).expect("banner") > 0);
+        if let Some(addr) = line.trim().strip_prefix("node ")
+            && let Some((_, addr)) = addr.split_once(": ")
+        {
+            nodes.push(addr.to_owned());
+        }
+        if let Some(cs) = line
+            .split_whitespace()
+            .find(|w| w.starts_with("couchbase://"))
+        {
+            break cs.to_owned();
+        }
+    };
+    thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let _serve = Proc(serve);
+
+    admin(&nodes[1], &["create-scope", "inventory"]);
+    let created = admin(&nodes[1], &["create-collection", "inventory.hotels"]);
+    // Every node took the change: the other node's manifest lists it.
+    let manifest = admin(&nodes[0], &["manifest"]);
+    assert_eq!(manifest["uid"], created["uid"], "{manifest}");
+    assert!(manifest.to_string().contains("\"hotels\""), "{manifest}");
+
+    let tail = |collection: &str| -> Vec<Value> {
+        let out = Command::new(DCP)
+            .args(["tail", &connection_string, "-u", "app", "-p", "secret"])
+            .args(["--collection", collection, "--json", "--limit", "30"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .expect("run dcp tail");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect()
+    };
+    // The default collection: the 30 preloaded documents, nothing of
+    // hotels (not even its creation).
+    let lines = tail("_default._default");
+    let changes: Vec<&Value> = lines.iter().filter(|l| l["type"] == "mutation").collect();
+    assert_eq!(changes.len(), 30, "{lines:?}");
+    assert!(lines.iter().all(|l| l["collection"] == 0), "{lines:?}");
+}

@@ -111,10 +111,6 @@ fn tail_streams_one_collection_and_admin_changes_the_manifest() {
     assert!(out.stderr.contains("no collection"), "{}", out.stderr);
     let out = admin(&serve, &["drop-scope", "nope"]);
     assert_ne!(out.code, Some(0));
-    // Not for clusters yet: said so, not ignored.
-    let out = dcp(&["tail", "couchbase://127.0.0.1:1/default", "--collections"]);
-    assert_ne!(out.code, Some(0));
-    assert!(out.stderr.contains("not supported"), "{}", out.stderr);
 }
 
 #[test]

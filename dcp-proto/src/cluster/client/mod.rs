@@ -149,6 +149,10 @@ impl ClusterClient {
     ) -> Self {
         connection_string.configure(&mut config, &mut settings);
         config.auto_ack = true;
+        if settings.filter.is_some() {
+            // Filtered streams need collection-aware connections.
+            config.collections = true;
+        }
         if connection_string.tls && !config.mechanisms.contains(&Mechanism::Plain) {
             // Inside TLS the password may travel as PLAIN, as Couchbase's
             // own clients allow.
@@ -818,10 +822,16 @@ impl ClusterClient {
                     let Some(id) = self.by_node.get(&node).copied() else {
                         continue;
                     };
+                    let filter = self.orchestrator.settings().filter.clone();
                     let opened = self.links.get_mut(&id).and_then(|link| {
                         let span = link.span.clone();
                         let consumer = link.open_mut()?;
-                        Some(span.in_scope(|| consumer.open_stream(vbucket, start, end)))
+                        Some(span.in_scope(|| match filter {
+                            Some(filter) => {
+                                consumer.open_filtered_stream(vbucket, start, end, filter)
+                            }
+                            None => consumer.open_stream(vbucket, start, end),
+                        }))
                     });
                     if let Some(Err(error)) = opened {
                         tracing::warn!(%node, vb = vbucket, %error, "cannot open a stream: dropping the connection");

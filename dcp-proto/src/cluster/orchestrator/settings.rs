@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::cluster::Network;
+use crate::consumer::StreamFilter;
 
 /// Which vbuckets this process streams. Several processes can split a
 /// bucket by each taking a disjoint selection (e.g. one
@@ -111,6 +112,10 @@ pub struct OrchestratorConfig {
     /// `network`); [`Network::Auto`] decides from the host the first config
     /// came from.
     pub network: Network,
+    /// The collections filter every stream is opened with (`None`: the
+    /// whole bucket). A cluster client with a filter negotiates
+    /// collections on every node.
+    pub filter: Option<StreamFilter>,
 }
 
 impl Default for OrchestratorConfig {
@@ -136,6 +141,7 @@ impl OrchestratorConfig {
             retry_delay: Duration::from_millis(200),
             max_retry_delay: Duration::from_secs(5),
             network: Network::Auto,
+            filter: None,
         }
     }
 
@@ -148,6 +154,13 @@ impl OrchestratorConfig {
     /// Where vbuckets without a checkpointed position start.
     pub fn with_start(mut self, start: InitialStart) -> Self {
         self.start = start;
+        self
+    }
+
+    /// Opens every stream with the collections filter `filter` (see
+    /// [`filter`](Self::filter)).
+    pub fn with_filter(mut self, filter: StreamFilter) -> Self {
+        self.filter = Some(filter);
         self
     }
 

@@ -317,6 +317,26 @@ impl LocalCluster {
         Ok(info)
     }
 
+    /// Stores `value` under `key` in `collection` on the active node (and
+    /// its replicas when replication is synchronous).
+    pub fn set_in(
+        &mut self,
+        collection: u32,
+        key: &[u8],
+        value: impl Into<Bytes>,
+        now: Instant,
+    ) -> Result<MutationInfo, ClusterError> {
+        let vb = self.vbucket_of(key);
+        let node = self.active_mut(vb)?;
+        let wall = node.wall_clock(now);
+        let info = node
+            .bucket_mut()
+            .set_in(collection, key, value, WriteOptions::new(), wall)
+            .map_err(ProducerError::from)?;
+        self.after_write(vb)?;
+        Ok(info)
+    }
+
     /// Deletes `key` on the active node (and its replicas when replication
     /// is synchronous).
     pub fn delete(&mut self, key: &[u8], now: Instant) -> Result<MutationInfo, ClusterError> {

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use dcp_tokio::dcp_proto::auth::Credentials;
+use dcp_tokio::dcp_proto::cluster::ConnectionString;
 use dcp_tokio::dcp_proto::codec::Status;
 use dcp_tokio::dcp_proto::consumer::{
     CommandError, ConnectionStats, ConsumerConfig, ConsumerError, Event, StreamFilter, StreamStart,
@@ -53,12 +54,18 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
     if let Some(address) = args.address.clone()
         && (address.starts_with("couchbase://") || address.starts_with("couchbases://"))
     {
-        if args.wants_collections() {
-            return Err(Failure(
-                "--collections, --collection and --scope are not supported for couchbase:// clusters yet; stream one node"
-                    .to_owned(),
-            ));
-        }
+        // Names resolve with the first seed's manifest (`dcp serve`).
+        let filter = match ConnectionString::parse(&address) {
+            Ok(cs) if args.wants_collections() => {
+                let seed = cs
+                    .seeds
+                    .first()
+                    .map(|(host, port)| format!("{host}:{port}"))
+                    .unwrap_or_default();
+                stream_filter(&args, &seed, None).await?
+            }
+            _ => None,
+        };
         // couchbases://, or couchbase:// with --ca/--tls: TLS to the seeds
         // and to every node's kvSSL port.
         let tls = if address.starts_with("couchbases://") || uses_tls(&args) {
@@ -67,7 +74,7 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
             None
         };
         let name = args.name.clone().unwrap_or_else(default_name);
-        return crate::tail_cluster::run(args, &address, name, tls).await;
+        return crate::tail_cluster::run(args, &address, name, tls, filter).await;
     }
     let mut embedded = None;
     let addr = match &args.address {

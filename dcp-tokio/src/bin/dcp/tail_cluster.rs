@@ -12,14 +12,14 @@ use dcp_tokio::dcp_proto::cluster::{
     ConnectionString, InitialStart, Network, OrchestratorConfig, VbucketSelection,
 };
 use dcp_tokio::dcp_proto::consumer::{
-    ConfigPush, ConnectionStats, ConsumerConfig, Event, StreamStats,
+    ConfigPush, ConnectionStats, ConsumerConfig, Event, StreamFilter, StreamStats,
 };
 use dcp_tokio::dcp_proto::session::Checkpoint;
 use dcp_tokio::rustls::ClientConfig;
 use tokio::time::Instant;
 
 use crate::args::{StartFrom, TailArgs, parse_vbuckets};
-use crate::output::{bytes, change_size, json_line, thousands};
+use crate::output::{bytes, change_size, json_line_in, thousands};
 use crate::stats_report::{self, StatsReporter};
 use crate::tail::write_record;
 use crate::{Failure, checkpoint_file};
@@ -33,6 +33,7 @@ pub(crate) async fn run(
     address: &str,
     name: String,
     tls: Option<Arc<ClientConfig>>,
+    filter: Option<StreamFilter>,
 ) -> Result<(), Failure> {
     let mut saved = match &args.checkpoint {
         Some(path) => checkpoint_file::load(path)?.unwrap_or_default(),
@@ -48,7 +49,9 @@ pub(crate) async fn run(
         // config is fetched), not only from the periodic poll.
         .with_config_push(ConfigPush::Brief)
         .with_dedupe_not_my_vbucket(true)
-        .with_log_keys(args.log_keys);
+        .with_log_keys(args.log_keys)
+        .with_collections(args.wants_collections())
+        .with_flatbuffers_system_events(args.wants_collections());
     // Snapshots are handed out whole across nodes; the checkpoint covers
     // complete snapshots only.
     let config = match args.consistent_snapshots {
@@ -63,6 +66,10 @@ pub(crate) async fn run(
             StartFrom::Now => InitialStart::Now,
         })
         .with_end_seqno(args.end_seqno);
+    if let Some(filter) = filter {
+        settings = settings.with_filter(filter);
+    }
+    let collections = args.wants_collections();
     if args.vbuckets != "all" {
         let vbuckets = parse_vbuckets(&args.vbuckets, u16::MAX).map_err(Failure)?;
         settings = settings.with_vbuckets(VbucketSelection::only(vbuckets));
@@ -145,7 +152,7 @@ pub(crate) async fn run(
                     if let Event::Rollback { .. } = event {
                         rollbacks += 1;
                     }
-                    if args.json && let Some(line) = json_line(&event) {
+                    if args.json && let Some(line) = json_line_in(&event, collections) {
                         let written = serde_json::to_writer(&mut out, &line)
                             .map_err(io::Error::from)
                             .and_then(|()| out.write_all(b"\n"));
