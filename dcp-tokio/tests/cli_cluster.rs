@@ -346,19 +346,25 @@ fn caught_up(
     }
 }
 
-#[test]
-fn admin_topology_changes_while_tailing_and_writing_lose_nothing() {
+/// Starts `dcp serve --nodes N` with `extra` arguments; returns it with
+/// its nodes' addresses and the connection string it printed.
+fn serve_cluster(nodes: usize, extra: &[&str]) -> (Proc, Vec<String>, String) {
     let mut serve = Command::new(DCP)
         .args(["serve", "--listen", "127.0.0.1:0", "--user", "app:secret"])
-        .args(["--nodes", "3", "--vbuckets", &VBUCKETS.to_string()])
-        .args(["--preload", "0"])
+        .args([
+            "--nodes",
+            &nodes.to_string(),
+            "--vbuckets",
+            &VBUCKETS.to_string(),
+        ])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn dcp serve --nodes 3");
+        .expect("spawn dcp serve --nodes");
     let mut stdout = BufReader::new(serve.stdout.take().expect("stdout"));
-    let mut ports = Vec::new();
+    let mut addrs = Vec::new();
     let connection_string = loop {
         let mut line = String::new();
         assert!(
@@ -368,7 +374,7 @@ fn admin_topology_changes_while_tailing_and_writing_lose_nothing() {
         if let Some(addr) = line.trim().strip_prefix("node ")
             && let Some((_, addr)) = addr.split_once(": ")
         {
-            ports.push(addr.rsplit_once(':').unwrap().1.parse::<u16>().unwrap());
+            addrs.push(addr.to_owned());
         }
         if let Some(cs) = line
             .split_whitespace()
@@ -378,7 +384,16 @@ fn admin_topology_changes_while_tailing_and_writing_lose_nothing() {
         }
     };
     thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    let serve = Proc(serve);
+    (Proc(serve), addrs, connection_string)
+}
+
+#[test]
+fn admin_topology_changes_while_tailing_and_writing_lose_nothing() {
+    let (serve, addrs, connection_string) = serve_cluster(3, &["--preload", "0"]);
+    let mut ports: Vec<u16> = addrs
+        .iter()
+        .map(|a| a.rsplit_once(':').unwrap().1.parse().unwrap())
+        .collect();
     assert_eq!(ports.len(), 3);
     let node0 = format!("127.0.0.1:{}", ports[0]);
     // Nodes added later take the next ports.
@@ -461,34 +476,7 @@ fn admin_topology_changes_while_tailing_and_writing_lose_nothing() {
 /// resolved with the first seed's manifest).
 #[test]
 fn collections_on_a_cluster_change_every_node_and_filter_the_tail() {
-    let mut serve = Command::new(DCP)
-        .args(["serve", "--listen", "127.0.0.1:0", "--user", "app:secret"])
-        .args(["--nodes", "2", "--vbuckets", &VBUCKETS.to_string()])
-        .args(["--preload", "30"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn dcp serve --nodes 2");
-    let mut stdout = BufReader::new(serve.stdout.take().expect("stdout"));
-    let mut nodes = Vec::new();
-    let connection_string = loop {
-        let mut line = String::new();
-        assert!(stdout.read_line(&mut line).expect("banner") > 0);
-        if let Some(addr) = line.trim().strip_prefix("node ")
-            && let Some((_, addr)) = addr.split_once(": ")
-        {
-            nodes.push(addr.to_owned());
-        }
-        if let Some(cs) = line
-            .split_whitespace()
-            .find(|w| w.starts_with("couchbase://"))
-        {
-            break cs.to_owned();
-        }
-    };
-    thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    let _serve = Proc(serve);
+    let (_serve, nodes, connection_string) = serve_cluster(2, &["--preload", "30"]);
 
     admin(&nodes[1], &["create-scope", "inventory"]);
     let created = admin(&nodes[1], &["create-collection", "inventory.hotels"]);
