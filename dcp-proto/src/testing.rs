@@ -443,10 +443,8 @@ impl MaterializedView {
                 self.advance(e.vbucket, e.by_seqno)?;
                 self.system_events += 1;
                 let cleared = match e.data() {
-                    Ok(
-                        SystemEventData::BeginCollection { collection_id, .. }
-                        | SystemEventData::EndCollection { collection_id, .. },
-                    ) => Some(collection_id),
+                    Ok(SystemEventData::BeginCollection(c)) => Some(c.collection_id),
+                    Ok(SystemEventData::EndCollection { collection_id, .. }) => Some(collection_id),
                     _ => None,
                 };
                 // A create (of a flushed collection) or a drop: every

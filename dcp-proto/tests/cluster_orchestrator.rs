@@ -1041,24 +1041,15 @@ fn no_connected_node_refreshes_through_a_seed() {
 /// manifest uid the cluster-wide checkpoint resumes a stream with.
 #[test]
 fn system_events_of_every_kind_move_the_checkpointed_manifest_uid() {
-    use dcp_proto::msg::{SystemEvent, SystemEventData};
+    use dcp_proto::msg::{CollectionDetails, SystemEvent, SystemEventData};
     let mut sim = Sim::new(OrchestratorConfig::new());
     sim.config(&three_nodes(10));
     let opens = sim.connect_all();
     sim.accept(&opens, 0xA);
     let (host, vb) = (opens[0].0.clone(), opens[0].1);
     let name = Bytes::from_static(b"hotels");
-    let modify = SystemEventData::ModifyCollection {
-        manifest_uid: 3,
-        scope_id: 8,
-        collection_id: 9,
-        name: name.clone(),
-        max_ttl: Some(60),
-        history: true,
-        metered: false,
-        flush_uid: 0,
-        default_collection_mvs: 0,
-    };
+    let modify =
+        SystemEventData::ModifyCollection(CollectionDetails::new(3, 8, 9, name.clone(), Some(60)));
     let events = [
         (
             SystemEventData::CreateScope {

@@ -13,8 +13,8 @@ use dcp_proto::consumer::{
 };
 use dcp_proto::msg::client::{HelloFeature, HelloResponse};
 use dcp_proto::msg::{
-    FailoverEntry, FailoverLog, MarkerFormat, Message, Mutation, SeqnoAdvanced, SnapshotFlags,
-    SnapshotMarker, StatusResponse, StreamEnd, StreamEndReason, StreamRequest,
+    CollectionDetails, FailoverEntry, FailoverLog, MarkerFormat, Message, Mutation, SeqnoAdvanced,
+    SnapshotFlags, SnapshotMarker, StatusResponse, StreamEnd, StreamEndReason, StreamRequest,
     StreamRequestResponse, SystemEvent, SystemEventData, SystemEventId,
 };
 
@@ -316,17 +316,10 @@ fn flatbuffers_events_are_typed_and_their_uid_is_checkpointed() {
     ));
     let o = req.opaque;
     let create = SystemEventData::begin_collection(5, 0, 8, Bytes::from_static(b"c"), None);
-    let modify = SystemEventData::ModifyCollection {
-        manifest_uid: 6,
-        scope_id: 0,
-        collection_id: 8,
-        name: Bytes::from_static(b"c"),
-        max_ttl: Some(30),
+    let modify = SystemEventData::ModifyCollection(CollectionDetails {
         history: true,
-        metered: false,
-        flush_uid: 0,
-        default_collection_mvs: 0,
-    };
+        ..CollectionDetails::new(6, 0, 8, Bytes::from_static(b"c"), Some(30))
+    });
     let drop = SystemEventData::EndCollection {
         manifest_uid: 7,
         scope_id: 0,

@@ -120,18 +120,12 @@ fn typed_fields(msg: &Message) -> serde_json::Map<String, Value> {
         }),
         Message::SystemEvent(m) => {
             let data = match m.data().expect("documented event data") {
-                SystemEventData::BeginCollection {
-                    manifest_uid,
-                    scope_id,
-                    collection_id,
-                    max_ttl,
-                    ..
-                } => {
+                SystemEventData::BeginCollection(c) => {
                     let mut d = json!({
-                        "manifest_uid": s(manifest_uid), "scope_id": s(scope_id),
-                        "collection_id": s(collection_id),
+                        "manifest_uid": s(c.manifest_uid), "scope_id": s(c.scope_id),
+                        "collection_id": s(c.collection_id),
                     });
-                    if let Some(ttl) = max_ttl {
+                    if let Some(ttl) = c.max_ttl {
                         d["max_ttl"] = s(ttl);
                     }
                     d

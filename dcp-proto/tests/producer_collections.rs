@@ -7,14 +7,14 @@
 mod producer_harness;
 
 use bytes::Bytes;
-use dcp_proto::bucket::{BucketConfig, WriteOptions};
+use dcp_proto::bucket::{Bucket, BucketConfig, WriteOptions};
 use dcp_proto::codec::{Datatype, Frame, Opcode, Status};
 use dcp_proto::msg::client::{
     Get, GetAllVbSeqnos, GetAllVbSeqnosResponse, GetResponse, HelloFeature, SaslAuth, Store,
 };
 use dcp_proto::msg::{
-    CollectionKey, Message, OpenFlags, StreamRequestFlags, StreamRequestValue, SystemEventData,
-    SystemEventId,
+    CollectionDetails, CollectionKey, Message, OpenFlags, StreamRequestFlags, StreamRequestValue,
+    SystemEventData, SystemEventId,
 };
 use dcp_proto::producer::{ADMIN_OPCODE, AdminCommand};
 use producer_harness::*;
@@ -58,8 +58,8 @@ fn view(frames: &[Frame], collections: bool) -> Vec<It> {
             }
             Message::SystemEvent(e) => {
                 let id = match e.data().unwrap() {
-                    SystemEventData::BeginCollection { collection_id, .. }
-                    | SystemEventData::EndCollection { collection_id, .. } => collection_id,
+                    SystemEventData::BeginCollection(c) => c.collection_id,
+                    SystemEventData::EndCollection { collection_id, .. } => collection_id,
                     SystemEventData::CreateScope { scope_id, .. }
                     | SystemEventData::DropScope { scope_id, .. } => scope_id,
                     other => panic!("unexpected {other:?}"),
@@ -722,17 +722,10 @@ fn modify_events_go_only_to_flatbuffers_connections_as_version_2() {
     );
     assert_eq!(
         events[3].3,
-        SystemEventData::ModifyCollection {
-            manifest_uid: uid,
-            scope_id: 0,
-            collection_id: d,
-            name: Bytes::from_static(b"d"),
-            max_ttl: Some(30),
+        SystemEventData::ModifyCollection(CollectionDetails {
             history: true,
-            metered: false,
-            flush_uid: 0,
-            default_collection_mvs: 0,
-        }
+            ..CollectionDetails::new(uid, 0, d, Bytes::from_static(b"d"), Some(30))
+        })
     );
     // The create of d read the same as over a fixed-struct connection.
     assert_eq!(
@@ -755,7 +748,8 @@ fn modify_events_go_only_to_flatbuffers_connections_as_version_2() {
     let (events, _) = system_events(&h.recv(&mut fb));
     assert!(matches!(
         &events[..],
-        [(6, SystemEventId::ModifyCollection, 2, SystemEventData::ModifyCollection { collection_id, history: true, max_ttl: None, .. })] if *collection_id == c
+        [(6, SystemEventId::ModifyCollection, 2, SystemEventData::ModifyCollection(m))]
+            if m.collection_id == c && m.history && m.max_ttl.is_none()
     ));
     // A snapshot holding nothing else is skipped whole, as one the filter
     // empties; the next write arrives as usual.
@@ -771,28 +765,36 @@ fn modify_events_go_only_to_flatbuffers_connections_as_version_2() {
     );
 }
 
+fn unix_secs(wall: std::time::SystemTime) -> u32 {
+    wall.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32
+}
+
+/// Writes a document asking for expiry `asked` into `collection`; returns
+/// the expiry it got.
+fn write_expiring(b: &mut Bucket, collection: u32, asked: u32, wall: std::time::SystemTime) -> u32 {
+    let key = format!("k{asked}");
+    b.set_in(
+        collection,
+        key.as_bytes(),
+        "v",
+        WriteOptions::new().expiry(asked),
+        wall,
+    )
+    .unwrap();
+    b.get_in(collection, key.as_bytes(), wall).unwrap().expiry
+}
+
 #[test]
 fn a_collection_max_ttl_caps_or_supplies_expiry() {
     let mut h = Harness::new(config(1));
     let (c, d) = setup(&mut h);
     let wall = h.wall();
-    let now = wall
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as u32;
+    let now = unix_secs(wall);
     let b = h.node.bucket_mut();
-    let expiry_of = |b: &mut dcp_proto::bucket::Bucket, collection: u32, asked: u32| {
-        let key = format!("k{asked}");
-        b.set_in(
-            collection,
-            key.as_bytes(),
-            "v",
-            WriteOptions::new().expiry(asked),
-            wall,
-        )
-        .unwrap();
-        b.get_in(collection, key.as_bytes(), wall).unwrap().expiry
-    };
+    let expiry_of =
+        |b: &mut Bucket, collection: u32, asked: u32| write_expiring(b, collection, asked, wall);
     // d has a max TTL of 60 s: none asked gets 60 s, more is capped, less
     // (relative or absolute) is kept.
     assert_eq!(expiry_of(b, d, 0), now + 60);
@@ -825,23 +827,10 @@ fn a_bucket_max_ttl_applies_where_a_collection_sets_none() {
     let mut h = Harness::new(config(1).with_bucket(bucket));
     let (c, d) = setup(&mut h); // c: no max TTL; d: 60 s
     let wall = h.wall();
-    let now = wall
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as u32;
+    let now = unix_secs(wall);
     let b = h.node.bucket_mut();
-    let expiry_of = |b: &mut dcp_proto::bucket::Bucket, collection: u32, asked: u32| {
-        let key = format!("k{asked}");
-        b.set_in(
-            collection,
-            key.as_bytes(),
-            "v",
-            WriteOptions::new().expiry(asked),
-            wall,
-        )
-        .unwrap();
-        b.get_in(collection, key.as_bytes(), wall).unwrap().expiry
-    };
+    let expiry_of =
+        |b: &mut Bucket, collection: u32, asked: u32| write_expiring(b, collection, asked, wall);
     // The bucket's 30 s where the collection has none (the default one too).
     assert_eq!(expiry_of(b, c, 0), now + 30);
     assert_eq!(expiry_of(b, c, 3600), now + 30);

@@ -33,12 +33,12 @@ use dcp_proto::msg::client::{
 };
 use dcp_proto::msg::{
     Abort, AddStream, AddStreamResponse, BufferAck, CacheTransfer, CacheTransferEnd,
-    CacheTransferItem, CacheTransferSettings, CloseStream, Commit, Control, DcpNoop, Deletion,
-    Expiration, FailoverEntry, FailoverLog, FailoverLogResponse, Flush, GetFailoverLog,
-    MarkerFormat, Message, Mutation, Open, OsoSnapshot, Prepare, SeqnoAcknowledged, SeqnoAdvanced,
-    SetVbucketState, SnapshotMarker, StatusResponse, StreamEnd, StreamEndReason, StreamRequest,
-    StreamRequestOutcome, StreamRequestResponse, StreamRequestValue, SystemEvent, SystemEventData,
-    SystemEventId, VbucketState,
+    CacheTransferItem, CacheTransferSettings, CloseStream, CollectionDetails, Commit, Control,
+    DcpNoop, Deletion, Expiration, FailoverEntry, FailoverLog, FailoverLogResponse, Flush,
+    GetFailoverLog, MarkerFormat, Message, Mutation, Open, OsoSnapshot, Prepare, SeqnoAcknowledged,
+    SeqnoAdvanced, SetVbucketState, SnapshotMarker, StatusResponse, StreamEnd, StreamEndReason,
+    StreamRequest, StreamRequestOutcome, StreamRequestResponse, StreamRequestValue, SystemEvent,
+    SystemEventData, SystemEventId, VbucketState,
 };
 use proptest::array::{uniform4, uniform5};
 use proptest::collection::vec;
@@ -561,28 +561,24 @@ fn flatbuffers_data(
     (flush_uid, default_collection_mvs, which): (u64, u64, u8),
 ) -> SystemEventData {
     match which {
-        0 => SystemEventData::BeginCollection {
-            manifest_uid,
-            scope_id,
-            collection_id,
-            name,
-            max_ttl,
-            history,
-            metered,
-            flush_uid,
-            default_collection_mvs,
-        },
-        1 => SystemEventData::ModifyCollection {
-            manifest_uid,
-            scope_id,
-            collection_id,
-            name,
-            max_ttl,
-            history,
-            metered,
-            flush_uid,
-            default_collection_mvs,
-        },
+        0 | 1 => {
+            let collection = CollectionDetails {
+                manifest_uid,
+                scope_id,
+                collection_id,
+                name,
+                max_ttl,
+                history,
+                metered,
+                flush_uid,
+                default_collection_mvs,
+            };
+            if which == 0 {
+                SystemEventData::BeginCollection(collection)
+            } else {
+                SystemEventData::ModifyCollection(collection)
+            }
+        }
         2 => SystemEventData::EndCollection {
             manifest_uid,
             scope_id,

@@ -8,7 +8,7 @@ use std::alloc::System;
 
 use bytes::{Bytes, BytesMut};
 use dcp_proto::codec::Frame;
-use dcp_proto::msg::{SystemEvent, SystemEventData};
+use dcp_proto::msg::{CollectionDetails, SystemEvent, SystemEventData};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
@@ -23,17 +23,11 @@ fn frame_of(data: &SystemEventData) -> Bytes {
 
 #[test]
 fn flatbuffers_values_are_read_without_allocating() {
-    let modify = SystemEventData::ModifyCollection {
-        manifest_uid: 12,
-        scope_id: 8,
-        collection_id: 9,
-        name: Bytes::from_static(b"orders"),
-        max_ttl: Some(60),
+    let modify = SystemEventData::ModifyCollection(CollectionDetails {
         history: true,
-        metered: false,
         flush_uid: 4,
-        default_collection_mvs: 0,
-    };
+        ..CollectionDetails::new(12, 8, 9, Bytes::from_static(b"orders"), Some(60))
+    });
     let good = frame_of(&modify);
     // The same frame with the value's string length claiming 4 GiB.
     let mut bad = good.to_vec();

@@ -61,10 +61,10 @@ use dcp_proto::msg::client::{
 };
 use dcp_proto::msg::{
     Abort, AddStream, AddStreamResponse, BufferAck, CacheTransfer, CacheTransferEnd,
-    CacheTransferItem, CacheTransferSettings, CloseStream, Commit, Control, DcpNoop, Deletion,
-    Expiration, FailoverEntry, FailoverLog, FailoverLogResponse, Flush, GetFailoverLog,
-    MarkerFormat, Message, Mutation, Open, OpenFlags, OsoFlags, OsoSnapshot, Prepare,
-    SeqnoAcknowledged, SeqnoAdvanced, SetVbucketState, SnapshotFlags, SnapshotMarker,
+    CacheTransferItem, CacheTransferSettings, CloseStream, CollectionDetails, Commit, Control,
+    DcpNoop, Deletion, Expiration, FailoverEntry, FailoverLog, FailoverLogResponse, Flush,
+    GetFailoverLog, MarkerFormat, Message, Mutation, Open, OpenFlags, OsoFlags, OsoSnapshot,
+    Prepare, SeqnoAcknowledged, SeqnoAdvanced, SetVbucketState, SnapshotFlags, SnapshotMarker,
     StatusResponse, StreamEnd, StreamEndReason, StreamRequest, StreamRequestFlags,
     StreamRequestResponse, StreamRequestValue, SystemEvent, SystemEventData, SystemEventId,
     VbucketState,
@@ -974,29 +974,26 @@ fn system_event_data(u: &mut Unstructured) -> Result<SystemEventData> {
     let [history, metered, system]: [bool; 3] = u.arbitrary()?;
     let flush_uid = num64(u)?;
     let default_collection_mvs = num64(u)?;
-    Ok(match u.int_in_range(0u8..=4)? {
-        0 => SystemEventData::BeginCollection {
-            manifest_uid,
-            scope_id,
-            collection_id,
-            name,
-            max_ttl,
-            history,
-            metered,
-            flush_uid,
-            default_collection_mvs,
-        },
-        1 => SystemEventData::ModifyCollection {
-            manifest_uid,
-            scope_id,
-            collection_id,
-            name,
-            max_ttl,
-            history,
-            metered,
-            flush_uid,
-            default_collection_mvs,
-        },
+    let which = u.int_in_range(0u8..=4)?;
+    Ok(match which {
+        0 | 1 => {
+            let collection = CollectionDetails {
+                manifest_uid,
+                scope_id,
+                collection_id,
+                name,
+                max_ttl,
+                history,
+                metered,
+                flush_uid,
+                default_collection_mvs,
+            };
+            if which == 0 {
+                SystemEventData::BeginCollection(collection)
+            } else {
+                SystemEventData::ModifyCollection(collection)
+            }
+        }
         2 => SystemEventData::EndCollection {
             manifest_uid,
             scope_id,

@@ -43,7 +43,7 @@ use super::manifest::{CollectionEntry, Manifest};
 use super::vbucket::VBucket;
 use super::write::{MutationInfo, StoreMode, WriteOptions};
 use crate::codec::Datatype;
-use crate::msg::{DEFAULT_COLLECTION, SystemEventData, SystemEventId};
+use crate::msg::{CollectionDetails, DEFAULT_COLLECTION, SystemEventData, SystemEventId};
 
 /// The collection id of the system-event namespace (the server reserves
 /// ids 1 to 7; 1 holds system events). System event items carry it.
@@ -108,20 +108,8 @@ impl SystemEventItem {
             data.collection_id(),
             doc.key.clone(),
         );
-        if let SystemEventData::BeginCollection {
-            max_ttl,
-            history,
-            flush_uid,
-            ..
-        }
-        | SystemEventData::ModifyCollection {
-            max_ttl,
-            history,
-            flush_uid,
-            ..
-        } = data
-        {
-            (item.max_ttl, item.history, item.flush_uid) = (max_ttl, history, flush_uid);
+        if let Some(c) = data.collection() {
+            (item.max_ttl, item.history, item.flush_uid) = (c.max_ttl, c.history, c.flush_uid);
         }
         Some(item)
     }
@@ -130,20 +118,19 @@ impl SystemEventItem {
     pub fn data(&self) -> SystemEventData {
         let collection_id = self.collection.unwrap_or(0);
         let (manifest_uid, scope_id) = (self.manifest_uid, self.scope);
-        let (name, max_ttl, history) = (self.name.clone(), self.max_ttl, self.history);
-        let flush_uid = self.flush_uid;
-        match self.event {
-            SystemEventId::ModifyCollection => SystemEventData::ModifyCollection {
+        let collection = || CollectionDetails {
+            history: self.history,
+            flush_uid: self.flush_uid,
+            ..CollectionDetails::new(
                 manifest_uid,
                 scope_id,
                 collection_id,
-                name,
-                max_ttl,
-                history,
-                metered: false,
-                flush_uid,
-                default_collection_mvs: 0,
-            },
+                self.name.clone(),
+                self.max_ttl,
+            )
+        };
+        match self.event {
+            SystemEventId::ModifyCollection => SystemEventData::ModifyCollection(collection()),
             SystemEventId::EndCollection => SystemEventData::EndCollection {
                 manifest_uid,
                 scope_id,
@@ -153,24 +140,14 @@ impl SystemEventItem {
             SystemEventId::CreateScope => SystemEventData::CreateScope {
                 manifest_uid,
                 scope_id,
-                name,
+                name: self.name.clone(),
             },
             SystemEventId::DropScope => SystemEventData::DropScope {
                 manifest_uid,
                 scope_id,
                 system: false,
             },
-            _ => SystemEventData::BeginCollection {
-                manifest_uid,
-                scope_id,
-                collection_id,
-                name,
-                max_ttl,
-                history,
-                metered: false,
-                flush_uid,
-                default_collection_mvs: 0,
-            },
+            _ => SystemEventData::BeginCollection(collection()),
         }
     }
 

@@ -24,7 +24,8 @@ use super::stream::StreamStart;
 use super::{CommandError, Consumer};
 use crate::codec::DecodeError;
 use crate::msg::{
-    CollectionKey, DEFAULT_COLLECTION, StreamRequestValue, SystemEvent, SystemEventData,
+    CollectionDetails, CollectionKey, DEFAULT_COLLECTION, StreamRequestValue, SystemEvent,
+    SystemEventData,
 };
 use crate::session::StreamKey;
 
@@ -223,6 +224,17 @@ pub struct CollectionInfo {
     pub history: bool,
 }
 
+impl From<&CollectionDetails> for CollectionInfo {
+    fn from(c: &CollectionDetails) -> Self {
+        Self {
+            scope: c.scope_id,
+            name: c.name.clone(),
+            max_ttl: c.max_ttl,
+            history: c.history,
+        }
+    }
+}
+
 /// One vbucket's view of the collections manifest, built from its system
 /// events: tells a create from a flush, and what exists with which
 /// settings (modify events update them).
@@ -278,62 +290,36 @@ impl ManifestView {
     /// Applies a system event; returns it typed.
     pub fn apply(&mut self, event: &SystemEvent) -> Result<CollectionsChange, DecodeError> {
         let change = match event.data()? {
-            SystemEventData::BeginCollection {
-                manifest_uid,
-                scope_id,
-                collection_id,
-                name,
-                max_ttl,
-                history,
-                ..
-            } => {
-                let info = CollectionInfo {
-                    scope: scope_id,
-                    name: name.clone(),
-                    max_ttl,
-                    history,
-                };
-                let known = self.collections.insert(collection_id, info).is_some();
+            SystemEventData::BeginCollection(c) => {
+                let info = CollectionInfo::from(&c);
+                let known = self.collections.insert(c.collection_id, info).is_some();
                 if known {
                     CollectionsChange::CollectionFlushed {
-                        manifest_uid,
-                        scope: scope_id,
-                        collection: collection_id,
+                        manifest_uid: c.manifest_uid,
+                        scope: c.scope_id,
+                        collection: c.collection_id,
                     }
                 } else {
                     CollectionsChange::CollectionCreated {
-                        manifest_uid,
-                        scope: scope_id,
-                        collection: collection_id,
-                        name,
-                        max_ttl,
-                        history,
+                        manifest_uid: c.manifest_uid,
+                        scope: c.scope_id,
+                        collection: c.collection_id,
+                        name: c.name,
+                        max_ttl: c.max_ttl,
+                        history: c.history,
                     }
                 }
             }
-            SystemEventData::ModifyCollection {
-                manifest_uid,
-                scope_id,
-                collection_id,
-                name,
-                max_ttl,
-                history,
-                ..
-            } => {
-                let info = CollectionInfo {
-                    scope: scope_id,
-                    name: name.clone(),
-                    max_ttl,
-                    history,
-                };
-                self.collections.insert(collection_id, info);
+            SystemEventData::ModifyCollection(c) => {
+                let info = CollectionInfo::from(&c);
+                self.collections.insert(c.collection_id, info);
                 CollectionsChange::CollectionModified {
-                    manifest_uid,
-                    scope: scope_id,
-                    collection: collection_id,
-                    name,
-                    max_ttl,
-                    history,
+                    manifest_uid: c.manifest_uid,
+                    scope: c.scope_id,
+                    collection: c.collection_id,
+                    name: c.name,
+                    max_ttl: c.max_ttl,
+                    history: c.history,
                 }
             }
             SystemEventData::EndCollection {

@@ -20,7 +20,7 @@ pub use set_vbucket_state::{SetVbucketState, VbucketState};
 mod noop;
 pub use noop::DcpNoop;
 mod system_event;
-pub use system_event::{SystemEvent, SystemEventData, SystemEventId};
+pub use system_event::{CollectionDetails, SystemEvent, SystemEventData, SystemEventId};
 mod prepare;
 mod system_event_fb;
 pub use prepare::Prepare;

@@ -30,6 +30,57 @@ code_enum! {
     }
 }
 
+/// A collection as a create, flush or modify event describes it (the
+/// FlatBuffers table `Collection`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionDetails {
+    /// Manifest uid (set only on the last event of a manifest change).
+    pub manifest_uid: u64,
+    /// Scope of the collection.
+    pub scope_id: u32,
+    /// The collection.
+    pub collection_id: u32,
+    /// Its name.
+    pub name: Bytes,
+    /// Max TTL in seconds, when the collection defines one (version 1 or
+    /// 2; `Some(0)` in version 2: documents never expire, whatever the
+    /// bucket's TTL).
+    pub max_ttl: Option<u32>,
+    /// Whether the collection keeps history (change streams).
+    pub history: bool,
+    /// Whether the collection is metered (serverless deployments).
+    pub metered: bool,
+    /// Manifest uid of the collection's latest flush (0: never).
+    pub flush_uid: u64,
+    /// Max visible seqno of the default collection (server bookkeeping,
+    /// written only on modify events of the default collection).
+    pub default_collection_mvs: u64,
+}
+
+impl CollectionDetails {
+    /// A collection with the schema defaults for the fields versions 0 and
+    /// 1 do not carry (no history, not metered, never flushed).
+    pub fn new(
+        manifest_uid: u64,
+        scope_id: u32,
+        collection_id: u32,
+        name: Bytes,
+        max_ttl: Option<u32>,
+    ) -> Self {
+        Self {
+            manifest_uid,
+            scope_id,
+            collection_id,
+            name,
+            max_ttl,
+            history: false,
+            metered: false,
+            flush_uid: 0,
+            default_collection_mvs: 0,
+        }
+    }
+}
+
 /// The parsed value of a system event: the same typed data whichever value
 /// version (fixed structs 0/1 or FlatBuffers 2) carried it. Fields a fixed
 /// struct does not carry read as the FlatBuffers schema's defaults (false,
@@ -37,18 +88,11 @@ code_enum! {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use dcp_proto::msg::{SystemEvent, SystemEventData};
-/// let data = SystemEventData::ModifyCollection {
-///     manifest_uid: 12,
-///     scope_id: 8,
-///     collection_id: 9,
-///     name: Bytes::from_static(b"orders"),
-///     max_ttl: Some(60),
+/// use dcp_proto::msg::{CollectionDetails, SystemEvent, SystemEventData};
+/// let data = SystemEventData::ModifyCollection(CollectionDetails {
 ///     history: true,
-///     metered: false,
-///     flush_uid: 0,
-///     default_collection_mvs: 0,
-/// };
+///     ..CollectionDetails::new(12, 8, 9, Bytes::from_static(b"orders"), Some(60))
+/// });
 /// // Only FlatBuffers connections can receive a modify event.
 /// assert_eq!(data.fixed_version(), None);
 /// let event = SystemEvent::from_data(0, 1, None, 5, &data, true).unwrap();
@@ -59,53 +103,11 @@ code_enum! {
 #[non_exhaustive]
 pub enum SystemEventData {
     /// A collection was created, or flushed (a create of a known collection
-    /// at a new seqno). FlatBuffers table `Collection`.
-    BeginCollection {
-        /// Manifest uid (set only on the last event of a manifest change).
-        manifest_uid: u64,
-        /// Scope of the collection.
-        scope_id: u32,
-        /// The collection.
-        collection_id: u32,
-        /// Its name.
-        name: Bytes,
-        /// Max TTL in seconds, when the collection defines one (version 1
-        /// or 2; `Some(0)` in version 2: documents never expire, whatever
-        /// the bucket's TTL).
-        max_ttl: Option<u32>,
-        /// Whether the collection keeps history (change streams).
-        history: bool,
-        /// Whether the collection is metered (serverless deployments).
-        metered: bool,
-        /// Manifest uid of the collection's latest flush (0: never).
-        flush_uid: u64,
-        /// Max visible seqno of the default collection (server bookkeeping,
-        /// written only on modify events of the default collection).
-        default_collection_mvs: u64,
-    },
+    /// at a new seqno).
+    BeginCollection(CollectionDetails),
     /// A collection's settings changed (max TTL, history, metered);
-    /// FlatBuffers connections only. Same fields as `BeginCollection`:
-    /// the collection as it now is.
-    ModifyCollection {
-        /// Manifest uid (set only on the last event of a manifest change).
-        manifest_uid: u64,
-        /// Scope of the collection.
-        scope_id: u32,
-        /// The collection.
-        collection_id: u32,
-        /// Its name.
-        name: Bytes,
-        /// The new max TTL, if the collection now defines one.
-        max_ttl: Option<u32>,
-        /// Whether the collection now keeps history.
-        history: bool,
-        /// Whether the collection is metered.
-        metered: bool,
-        /// Manifest uid of the collection's latest flush (0: never).
-        flush_uid: u64,
-        /// Max visible seqno of the default collection (server bookkeeping).
-        default_collection_mvs: u64,
-    },
+    /// FlatBuffers connections only. The collection as it now is.
+    ModifyCollection(CollectionDetails),
     /// A collection was dropped. FlatBuffers table `DroppedCollection`.
     EndCollection {
         /// Manifest uid (set only on the last event of a manifest change).
@@ -147,16 +149,20 @@ impl SystemEventData {
         name: Bytes,
         max_ttl: Option<u32>,
     ) -> Self {
-        SystemEventData::BeginCollection {
+        SystemEventData::BeginCollection(CollectionDetails::new(
             manifest_uid,
             scope_id,
             collection_id,
             name,
             max_ttl,
-            history: false,
-            metered: false,
-            flush_uid: 0,
-            default_collection_mvs: 0,
+        ))
+    }
+
+    /// The collection a create, flush or modify event describes.
+    pub fn collection(&self) -> Option<&CollectionDetails> {
+        match self {
+            SystemEventData::BeginCollection(c) | SystemEventData::ModifyCollection(c) => Some(c),
+            _ => None,
         }
     }
 
@@ -175,8 +181,8 @@ impl SystemEventData {
     /// The event id this data goes with.
     pub fn event(&self) -> SystemEventId {
         match self {
-            SystemEventData::BeginCollection { .. } => SystemEventId::BeginCollection,
-            SystemEventData::ModifyCollection { .. } => SystemEventId::ModifyCollection,
+            SystemEventData::BeginCollection(_) => SystemEventId::BeginCollection,
+            SystemEventData::ModifyCollection(_) => SystemEventId::ModifyCollection,
             SystemEventData::EndCollection { .. } => SystemEventId::EndCollection,
             SystemEventData::CreateScope { .. } => SystemEventId::CreateScope,
             SystemEventData::DropScope { .. } => SystemEventId::DropScope,
@@ -186,9 +192,10 @@ impl SystemEventData {
     /// The manifest uid stamped on the event.
     pub fn manifest_uid(&self) -> u64 {
         match self {
-            SystemEventData::BeginCollection { manifest_uid, .. }
-            | SystemEventData::ModifyCollection { manifest_uid, .. }
-            | SystemEventData::EndCollection { manifest_uid, .. }
+            SystemEventData::BeginCollection(c) | SystemEventData::ModifyCollection(c) => {
+                c.manifest_uid
+            }
+            SystemEventData::EndCollection { manifest_uid, .. }
             | SystemEventData::CreateScope { manifest_uid, .. }
             | SystemEventData::DropScope { manifest_uid, .. } => *manifest_uid,
         }
@@ -198,9 +205,10 @@ impl SystemEventData {
     /// events).
     pub fn scope_id(&self) -> u32 {
         match self {
-            SystemEventData::BeginCollection { scope_id, .. }
-            | SystemEventData::ModifyCollection { scope_id, .. }
-            | SystemEventData::EndCollection { scope_id, .. }
+            SystemEventData::BeginCollection(c) | SystemEventData::ModifyCollection(c) => {
+                c.scope_id
+            }
+            SystemEventData::EndCollection { scope_id, .. }
             | SystemEventData::CreateScope { scope_id, .. }
             | SystemEventData::DropScope { scope_id, .. } => *scope_id,
         }
@@ -209,9 +217,10 @@ impl SystemEventData {
     /// The collection, for collection events.
     pub fn collection_id(&self) -> Option<u32> {
         match self {
-            SystemEventData::BeginCollection { collection_id, .. }
-            | SystemEventData::ModifyCollection { collection_id, .. }
-            | SystemEventData::EndCollection { collection_id, .. } => Some(*collection_id),
+            SystemEventData::BeginCollection(c) | SystemEventData::ModifyCollection(c) => {
+                Some(c.collection_id)
+            }
+            SystemEventData::EndCollection { collection_id, .. } => Some(*collection_id),
             SystemEventData::CreateScope { .. } | SystemEventData::DropScope { .. } => None,
         }
     }
@@ -220,9 +229,10 @@ impl SystemEventData {
     /// modifications, empty for drops.
     pub fn key(&self) -> Bytes {
         match self {
-            SystemEventData::BeginCollection { name, .. }
-            | SystemEventData::ModifyCollection { name, .. }
-            | SystemEventData::CreateScope { name, .. } => name.clone(),
+            SystemEventData::BeginCollection(c) | SystemEventData::ModifyCollection(c) => {
+                c.name.clone()
+            }
+            SystemEventData::CreateScope { name, .. } => name.clone(),
             SystemEventData::EndCollection { .. } | SystemEventData::DropScope { .. } => {
                 Bytes::new()
             }
@@ -234,8 +244,8 @@ impl SystemEventData {
     /// which has no fixed layout (the server sends SEQNO_ADVANCED instead).
     pub fn fixed_version(&self) -> Option<u8> {
         match self {
-            SystemEventData::BeginCollection { max_ttl, .. } => Some(u8::from(max_ttl.is_some())),
-            SystemEventData::ModifyCollection { .. } => None,
+            SystemEventData::BeginCollection(c) => Some(u8::from(c.max_ttl.is_some())),
+            SystemEventData::ModifyCollection(_) => None,
             _ => Some(0),
         }
     }
@@ -252,17 +262,10 @@ impl SystemEventData {
         v.put_u64(self.manifest_uid());
         v.put_u32(self.scope_id());
         match (self, version) {
-            (
-                SystemEventData::BeginCollection {
-                    collection_id,
-                    max_ttl,
-                    ..
-                },
-                0 | 1,
-            ) => {
-                v.put_u32(*collection_id);
+            (SystemEventData::BeginCollection(c), 0 | 1) => {
+                v.put_u32(c.collection_id);
                 if version == 1 {
-                    v.put_u32(max_ttl.unwrap_or(0));
+                    v.put_u32(c.max_ttl.unwrap_or(0));
                 }
             }
             (SystemEventData::EndCollection { collection_id, .. }, 0) => v.put_u32(*collection_id),
@@ -756,17 +759,12 @@ mod tests {
 
     #[test]
     fn flatbuffers_values_decode_typed_and_bad_ones_are_refused_at_the_value() {
-        let modify = SystemEventData::ModifyCollection {
-            manifest_uid: 9,
-            scope_id: 8,
-            collection_id: 10,
-            name: Bytes::from_static(b"c"),
-            max_ttl: Some(0),
+        let modify = SystemEventData::ModifyCollection(CollectionDetails {
             history: true,
             metered: true,
             flush_uid: 3,
-            default_collection_mvs: 0,
-        };
+            ..CollectionDetails::new(9, 8, 10, Bytes::from_static(b"c"), Some(0))
+        });
         for sid in [None, Some(3)] {
             let m = SystemEvent::from_data(1, 2, sid, 7, &modify, true).unwrap();
             assert_eq!((m.event, m.version), (SystemEventId::ModifyCollection, 2));

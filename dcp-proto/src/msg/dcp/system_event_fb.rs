@@ -19,7 +19,7 @@ use flatbuffers::{
     FlatBufferBuilder, ForwardsUOffset, InvalidFlatbuffer, Verifiable, Verifier, VerifierOptions,
 };
 
-use super::system_event::{SystemEventData, SystemEventId};
+use super::system_event::{CollectionDetails, SystemEventData, SystemEventId};
 use crate::codec::{DecodeErrorKind, EncodeError};
 
 /// Vtable offset of the field declared `n`-th in a table.
@@ -270,39 +270,21 @@ pub(super) fn read(
             let t = Table::open::<CollectionShape>("Collection", value)?;
             let ttl_valid = t.bool(TTL_VALID, "ttlValid")?;
             let max_ttl = t.u32(MAX_TTL, "maxTtl")?;
-            let manifest_uid = t.u64(UID, "uid")?;
-            let scope_id = t.u32(SCOPE_ID, "scopeId")?;
-            let collection_id = t.u32(COLLECTION_ID, "collectionId")?;
-            let name = t.string(NAME, "name")?;
-            let max_ttl = ttl_valid.then_some(max_ttl);
-            let history = t.bool(HISTORY, "history")?;
-            let default_collection_mvs = t.u64(DEFAULT_COLLECTION_MVS, "defaultCollectionMVS")?;
-            let metered = t.bool(METERED, "metered")?;
-            let flush_uid = t.u64(FLUSH_UID, "flushUid")?;
+            let collection = CollectionDetails {
+                manifest_uid: t.u64(UID, "uid")?,
+                scope_id: t.u32(SCOPE_ID, "scopeId")?,
+                collection_id: t.u32(COLLECTION_ID, "collectionId")?,
+                name: t.string(NAME, "name")?,
+                max_ttl: ttl_valid.then_some(max_ttl),
+                history: t.bool(HISTORY, "history")?,
+                metered: t.bool(METERED, "metered")?,
+                flush_uid: t.u64(FLUSH_UID, "flushUid")?,
+                default_collection_mvs: t.u64(DEFAULT_COLLECTION_MVS, "defaultCollectionMVS")?,
+            };
             Ok(if event == SystemEventId::ModifyCollection {
-                SystemEventData::ModifyCollection {
-                    manifest_uid,
-                    scope_id,
-                    collection_id,
-                    name,
-                    max_ttl,
-                    history,
-                    metered,
-                    flush_uid,
-                    default_collection_mvs,
-                }
+                SystemEventData::ModifyCollection(collection)
             } else {
-                SystemEventData::BeginCollection {
-                    manifest_uid,
-                    scope_id,
-                    collection_id,
-                    name,
-                    max_ttl,
-                    history,
-                    metered,
-                    flush_uid,
-                    default_collection_mvs,
-                }
+                SystemEventData::BeginCollection(collection)
             })
         }
         SystemEventId::EndCollection => {
@@ -353,41 +335,20 @@ fn utf8_name(name: &[u8]) -> Result<&str, EncodeError> {
 pub(super) fn build(data: &SystemEventData) -> Result<Bytes, EncodeError> {
     let mut fbb = FlatBufferBuilder::with_capacity(96 + data.key().len());
     match data {
-        SystemEventData::BeginCollection {
-            manifest_uid,
-            scope_id,
-            collection_id,
-            name,
-            max_ttl,
-            history,
-            metered,
-            flush_uid,
-            default_collection_mvs,
-        }
-        | SystemEventData::ModifyCollection {
-            manifest_uid,
-            scope_id,
-            collection_id,
-            name,
-            max_ttl,
-            history,
-            metered,
-            flush_uid,
-            default_collection_mvs,
-        } => {
+        SystemEventData::BeginCollection(c) | SystemEventData::ModifyCollection(c) => {
             use collection::*;
-            let name = fbb.create_string(utf8_name(name)?);
+            let name = fbb.create_string(utf8_name(&c.name)?);
             let start = fbb.start_table();
-            fbb.push_slot::<u64>(UID, *manifest_uid, 0);
-            fbb.push_slot::<u64>(DEFAULT_COLLECTION_MVS, *default_collection_mvs, 0);
-            fbb.push_slot::<u64>(FLUSH_UID, *flush_uid, 0);
+            fbb.push_slot::<u64>(UID, c.manifest_uid, 0);
+            fbb.push_slot::<u64>(DEFAULT_COLLECTION_MVS, c.default_collection_mvs, 0);
+            fbb.push_slot::<u64>(FLUSH_UID, c.flush_uid, 0);
             fbb.push_slot_always(NAME, name);
-            fbb.push_slot::<u32>(SCOPE_ID, *scope_id, 0);
-            fbb.push_slot::<u32>(COLLECTION_ID, *collection_id, 0);
-            fbb.push_slot::<u32>(MAX_TTL, max_ttl.unwrap_or(0), 0);
-            fbb.push_slot::<bool>(TTL_VALID, max_ttl.is_some(), false);
-            fbb.push_slot::<bool>(HISTORY, *history, false);
-            fbb.push_slot::<bool>(METERED, *metered, false);
+            fbb.push_slot::<u32>(SCOPE_ID, c.scope_id, 0);
+            fbb.push_slot::<u32>(COLLECTION_ID, c.collection_id, 0);
+            fbb.push_slot::<u32>(MAX_TTL, c.max_ttl.unwrap_or(0), 0);
+            fbb.push_slot::<bool>(TTL_VALID, c.max_ttl.is_some(), false);
+            fbb.push_slot::<bool>(HISTORY, c.history, false);
+            fbb.push_slot::<bool>(METERED, c.metered, false);
             let root = fbb.end_table(start);
             fbb.finish_minimal(root);
         }
@@ -462,17 +423,11 @@ mod tests {
     fn collection(modify: bool, uid: u64, name: &'static str, ttl: Option<u32>) -> SystemEventData {
         let name = Bytes::from_static(name.as_bytes());
         if modify {
-            SystemEventData::ModifyCollection {
-                manifest_uid: uid,
-                scope_id: 8,
-                collection_id: 9,
-                name,
-                max_ttl: ttl,
+            SystemEventData::ModifyCollection(CollectionDetails {
                 history: true,
-                metered: false,
                 flush_uid: 0x1e,
-                default_collection_mvs: 0,
-            }
+                ..CollectionDetails::new(uid, 8, 9, name, ttl)
+            })
         } else {
             SystemEventData::begin_collection(uid, 0, 8, name, ttl)
         }
@@ -603,42 +558,21 @@ mod tests {
         )
             .prop_map(
                 |(uid, scope, id, name, ttl, [history, metered, modify], flush, mvs)| {
-                    let fields = (uid, scope, id, name, ttl, history, metered, flush, mvs);
-                    let (
-                        manifest_uid,
-                        scope_id,
-                        collection_id,
+                    let collection = CollectionDetails {
+                        manifest_uid: uid,
+                        scope_id: scope,
+                        collection_id: id,
                         name,
-                        max_ttl,
+                        max_ttl: ttl,
                         history,
                         metered,
-                        flush_uid,
-                        default_collection_mvs,
-                    ) = fields;
+                        flush_uid: flush,
+                        default_collection_mvs: mvs,
+                    };
                     if modify {
-                        SystemEventData::ModifyCollection {
-                            manifest_uid,
-                            scope_id,
-                            collection_id,
-                            name,
-                            max_ttl,
-                            history,
-                            metered,
-                            flush_uid,
-                            default_collection_mvs,
-                        }
+                        SystemEventData::ModifyCollection(collection)
                     } else {
-                        SystemEventData::BeginCollection {
-                            manifest_uid,
-                            scope_id,
-                            collection_id,
-                            name,
-                            max_ttl,
-                            history,
-                            metered,
-                            flush_uid,
-                            default_collection_mvs,
-                        }
+                        SystemEventData::BeginCollection(collection)
                     }
                 },
             );

@@ -339,7 +339,9 @@ mod tests {
         use bytes::Bytes;
         use dcp_tokio::dcp_proto::codec::Datatype;
         use dcp_tokio::dcp_proto::consumer::Credit;
-        use dcp_tokio::dcp_proto::msg::{Mutation, SystemEvent, SystemEventData, SystemEventId};
+        use dcp_tokio::dcp_proto::msg::{
+            CollectionDetails, Mutation, SystemEvent, SystemEventData, SystemEventId,
+        };
         let m = Mutation {
             vbucket: 1,
             opaque: 1,
@@ -378,17 +380,13 @@ mod tests {
             r#"{"type":"system_event","vbucket":1,"seqno":3,"collection":9,"key":"hotels","event":"begin_collection","scope":8,"manifest_uid":2}"#
         );
         // A FlatBuffers modify event.
-        let modify = SystemEventData::ModifyCollection {
-            manifest_uid: 3,
-            scope_id: 8,
-            collection_id: 9,
-            name: Bytes::from_static(b"hotels"),
-            max_ttl: Some(60),
-            history: false,
-            metered: false,
-            flush_uid: 0,
-            default_collection_mvs: 0,
-        };
+        let modify = SystemEventData::ModifyCollection(CollectionDetails::new(
+            3,
+            8,
+            9,
+            Bytes::from_static(b"hotels"),
+            Some(60),
+        ));
         let e = SystemEvent::from_data(1, 1, None, 4, &modify, true).unwrap();
         let event = Event::SystemEvent(e, Credit::NONE);
         let line = json_line_in(&event, true).unwrap();
